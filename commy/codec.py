@@ -1,0 +1,295 @@
+"""MessagePack encoding of registered messages, with strict decoding.
+
+At construction the codec walks each registered class's field annotations once and generates
+(with `exec`) one encoder and one decoder function per class and per nested record type. An
+encoder turns a message into a flat list `[tag, version, field, ...]` (enums by value, records as
+nested lists) that msgpack packs without a dict in sight; the decoder checks every field's wire type
+and rebuilds the frozen dataclass. Anything malformed -- not msgpack, wrong shape, unknown tag or
+version, a field of the wrong type, a bad enum value -- raises `RemoteProtocolError` saying what was
+wrong, and never another exception type.
+
+An envelope travels as `[msg_id, request_id, sender.node, sender.name, receiver.node,
+receiver.name, sent_at, body]` with `body` the message's list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from typing import Any, Callable, Iterable
+
+import msgpack
+
+from commy.errors import LocalProtocolError, RemoteProtocolError
+from commy.messages import REGISTRY, Address, Envelope, Message
+
+_PRIMITIVES: dict[type, str] = {int: "int", str: "str", bytes: "bytes", bool: "bool", float: "float"}
+
+
+def _bad(where: str, expected: str, value: object) -> RemoteProtocolError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return RemoteProtocolError(f"{where}: expected {expected}, got {type(value).__name__} {shown}")
+
+
+class _Generator:
+    """Builds the source of encoder/decoder functions; shares one namespace for helpers."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {"_bad": _bad, "RPE": RemoteProtocolError, "_ValueError": ValueError}
+        self.lines: list[str] = []
+        self.record_names: dict[type, str] = {}
+        self.counter = 0
+
+    def _name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    # ---- per-type expressions. `enc(t, v)` returns an expression that encodes v;
+    # ---- `dec(t, v, where, out)` returns statements that validate v and assign the result to out.
+
+    def enc(self, tp: Any, v: str) -> str:
+        origin = typing.get_origin(tp)
+        if tp in _PRIMITIVES:
+            return v
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return f"{v}.value"
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            return f"{self.record(tp)[0]}({v})"
+        if origin in (typing.Union, types.UnionType):
+            inner = self._optional_inner(tp)
+            inner_expr = self.enc(inner, v)
+            return v if inner_expr == v else f"(None if {v} is None else {inner_expr})"
+        if origin is tuple:
+            item = self._tuple_item(tp)
+            item_expr = self.enc(item, "_x")
+            return f"list({v})" if item_expr == "_x" else f"[{item_expr} for _x in {v}]"
+        if origin is dict:
+            k, val = typing.get_args(tp)
+            if self.enc(k, "_k") != "_k":
+                raise LocalProtocolError(f"dict keys must be primitive, got {k}")
+            val_expr = self.enc(val, "_v")
+            return v if val_expr == "_v" else f"{{_k: {val_expr} for _k, _v in {v}.items()}}"
+        raise LocalProtocolError(f"codec cannot encode type {tp!r}")
+
+    def dec(self, tp: Any, v: str, where: str, out: str, indent: str) -> list[str]:
+        origin = typing.get_origin(tp)
+        w = repr(where)
+        if tp is float:
+            return [
+                f"{indent}if type({v}) is not float:",
+                f"{indent}    if type({v}) is not int: raise _bad({w}, 'float', {v})",
+                f"{indent}    {v} = float({v})",
+                f"{indent}{out} = {v}",
+            ]
+        if tp in _PRIMITIVES:
+            name = _PRIMITIVES[tp]
+            return [f"{indent}if type({v}) is not {name}: raise _bad({w}, {name!r}, {v})", f"{indent}{out} = {v}"]
+        if tp is type(None):
+            return [f"{indent}if {v} is not None: raise _bad({w}, 'nil', {v})", f"{indent}{out} = None"]
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            ename = self._name("_E")
+            self.ns[ename] = tp
+            values = sorted(str(m.value) for m in tp)
+            allowed = repr("one of " + ", ".join(values))
+            return [
+                f"{indent}try: {out} = {ename}({v})",
+                f"{indent}except (_ValueError, TypeError): raise _bad({w}, {allowed}, {v}) from None",
+            ]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            return [f"{indent}{out} = {self.record(tp)[1]}({v}, {w})"]
+        if origin in (typing.Union, types.UnionType):
+            inner = self._optional_inner(tp)
+            return [
+                f"{indent}if {v} is None: {out} = None",
+                f"{indent}else:",
+                *self.dec(inner, v, where, out, indent + "    "),
+            ]
+        if origin is tuple:
+            item = self._tuple_item(tp)
+            acc = self._name("_acc")
+            x = self._name("_x")
+            return [
+                f"{indent}if type({v}) is not list: raise _bad({w}, 'array', {v})",
+                f"{indent}{acc} = []",
+                f"{indent}for {x} in {v}:",
+                *self.dec(item, x, where + "[]", x, indent + "    "),
+                f"{indent}    {acc}.append({x})",
+                f"{indent}{out} = tuple({acc})",
+            ]
+        if origin is dict:
+            kt, vt = typing.get_args(tp)
+            acc, k, x = self._name("_acc"), self._name("_k"), self._name("_x")
+            return [
+                f"{indent}if type({v}) is not dict: raise _bad({w}, 'map', {v})",
+                f"{indent}{acc} = {{}}",
+                f"{indent}for {k}, {x} in {v}.items():",
+                *self.dec(kt, k, where + " key", k, indent + "    "),
+                *self.dec(vt, x, where + " value", x, indent + "    "),
+                f"{indent}    {acc}[{k}] = {x}",
+                f"{indent}{out} = {acc}",
+            ]
+        raise LocalProtocolError(f"codec cannot decode type {tp!r}")
+
+    @staticmethod
+    def _optional_inner(tp: Any) -> Any:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1 or len(typing.get_args(tp)) != 2:
+            raise LocalProtocolError(f"only `X | None` unions are supported, got {tp!r}")
+        return args[0]
+
+    @staticmethod
+    def _tuple_item(tp: Any) -> Any:
+        args = typing.get_args(tp)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise LocalProtocolError(f"only tuple[X, ...] is supported, got {tp!r}")
+        return args[0]
+
+    # ---- whole classes
+
+    def _fields(self, cls: type) -> list[tuple[str, Any]]:
+        hints = typing.get_type_hints(cls)
+        return [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+
+    def record(self, cls: type) -> tuple[str, str]:
+        """Encoder/decoder names for a nested record (a dataclass that is not a message)."""
+        if cls in self.record_names:
+            return self.record_names[cls], "_d" + self.record_names[cls][2:]
+        enc_name = self._name("_er")
+        dec_name = "_d" + enc_name[2:]
+        self.record_names[cls] = enc_name
+        fields = self._fields(cls)
+        self.ns[f"_cls_{enc_name}"] = cls
+        items = ", ".join(self.enc(t, f"m.{n}") for n, t in fields)
+        self.lines += [f"def {enc_name}(m):", f"    return [{items}]", ""]
+        body = self._decode_fields(cls.__name__, fields, "a", 0)
+        self.lines += [
+            f"def {dec_name}(a, where):",
+            "    if type(a) is not list: raise _bad(where, 'array', a)",
+            f"    if len(a) != {len(fields)}: raise RPE(f'{{where}}: {cls.__name__} has {len(fields)} fields, got {{len(a)}}')",
+            *body,
+            f"    return _cls_{enc_name}({', '.join('f_' + n for n, _ in fields)})",
+            "",
+        ]
+        return enc_name, dec_name
+
+    def _decode_fields(self, owner: str, fields: list[tuple[str, Any]], arr: str, start: int) -> list[str]:
+        out: list[str] = []
+        for i, (n, t) in enumerate(fields):
+            out.append(f"    v = {arr}[{start + i}]")
+            out += self.dec(t, "v", f"{owner}.{n}", f"f_{n}", "    ")
+        return out
+
+    def message(self, cls: type[Message]) -> tuple[str, str]:
+        fields = self._fields(cls)
+        enc_name, dec_name = f"enc_{cls.TAG}", f"dec_{cls.TAG}"
+        self.ns[f"_cls_{cls.TAG}"] = cls
+        items = "".join(", " + self.enc(t, f"m.{n}") for n, t in fields)
+        self.lines += [f"def {enc_name}(m):", f"    return [{cls.TAG}, {cls.VERSION}{items}]", ""]
+        self.lines += [
+            f"def {dec_name}(a):",
+            f"    if len(a) != {len(fields) + 2}: raise RPE('{cls.__name__} has {len(fields)} fields, got ' + str(len(a) - 2))",
+            *self._decode_fields(cls.__name__, fields, "a", 2),
+            f"    return _cls_{cls.TAG}({', '.join('f_' + n for n, _ in fields)})",
+            "",
+        ]
+        return enc_name, dec_name
+
+    def build(self) -> dict[str, Any]:
+        exec(compile("\n".join(self.lines), "<commy.codec generated>", "exec"), self.ns)
+        return self.ns
+
+
+class Codec:
+    """Encodes and strictly decodes registered messages and envelopes.
+
+    Not thread-safe (it reuses one msgpack Packer); give each thread its own codec.
+    """
+
+    def __init__(self, classes: Iterable[type[Message]] | None = None) -> None:
+        self.classes = list(REGISTRY.values() if classes is None else classes)
+        gen = _Generator()
+        names = {cls: gen.message(cls) for cls in self.classes}
+        ns = gen.build()
+        self._encoders: dict[type, Callable[[Message], list[Any]]] = {
+            cls: ns[e] for cls, (e, _) in names.items()
+        }
+        self._decoders: dict[int, tuple[int, str, Callable[[list[Any]], Message]]] = {
+            cls.TAG: (cls.VERSION, cls.__name__, ns[d]) for cls, (_, d) in names.items()
+        }
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+    # ---- messages alone
+
+    def to_wire(self, msg: Message) -> list[Any]:
+        try:
+            enc = self._encoders[type(msg)]
+        except KeyError:
+            raise LocalProtocolError(f"{type(msg).__name__} is not a registered message") from None
+        return enc(msg)
+
+    def from_wire(self, body: Any) -> Message:
+        if type(body) is not list or len(body) < 2:
+            raise _bad("message", "array [tag, version, fields...]", body)
+        tag, version = body[0], body[1]
+        entry = self._decoders.get(tag) if type(tag) is int else None
+        if entry is None:
+            raise RemoteProtocolError(f"unknown message tag {tag!r}", code="unknown_message")
+        want, name, dec = entry
+        if version != want:
+            raise RemoteProtocolError(f"{name} schema version {version!r} not supported (expected {want})")
+        return dec(body)
+
+    def encode_message(self, msg: Message) -> bytes:
+        return self._pack(self.to_wire(msg))
+
+    def decode_message(self, data: bytes) -> Message:
+        return self.from_wire(self._unpack(data))
+
+    # ---- envelopes
+
+    def encode(self, env: Envelope) -> bytes:
+        s, r = env.sender, env.receiver
+        return self._pack(
+            [env.msg_id, env.request_id, s.node, s.name, r.node, r.name, env.sent_at, self.to_wire(env.body)]
+        )
+
+    def decode(self, data: bytes) -> Envelope:
+        a = self._unpack(data)
+        if type(a) is not list or len(a) != 8:
+            raise _bad("envelope", "array of 8", a)
+        msg_id, request_id, sn, sa, rn, ra, sent_at, body = a
+        if type(msg_id) is not int:
+            raise _bad("envelope.msg_id", "int", msg_id)
+        if request_id is not None and type(request_id) is not int:
+            raise _bad("envelope.request_id", "int or nil", request_id)
+        for where, v in (("sender.node", sn), ("sender.name", sa), ("receiver.node", rn), ("receiver.name", ra)):
+            if type(v) is not str:
+                raise _bad("envelope." + where, "str", v)
+        if type(sent_at) is not float:
+            if type(sent_at) is not int:
+                raise _bad("envelope.sent_at", "float", sent_at)
+            sent_at = float(sent_at)
+        return Envelope(msg_id, request_id, Address(sn, sa), Address(rn, ra), sent_at, self.from_wire(body))
+
+    # ---- msgpack
+
+    def _pack(self, obj: Any) -> bytes:
+        try:
+            return self._packer.pack(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packer.reset()
+            raise LocalProtocolError(f"cannot encode: {exc}") from exc
+
+    @staticmethod
+    def _unpack(data: bytes) -> Any:
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, ValueError, ...)
+            raise RemoteProtocolError(f"not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+DEFAULT_CODEC = Codec()

@@ -1,0 +1,71 @@
+"""Length-prefixed framing: a 4-byte big-endian payload length, then the payload (sans-IO).
+
+`FrameDecoder.feed(data)` accepts any split of the stream -- one byte at a time included -- and
+returns the complete payloads so far. The length is checked against `max_frame` as soon as the
+4-byte header is complete, before a single payload byte is buffered, so a hostile peer cannot make
+us allocate a large buffer. After a violation the decoder stays failed: the link must be closed.
+"""
+
+from __future__ import annotations
+
+from commy.errors import TOO_LARGE, LocalProtocolError, RemoteProtocolError
+
+HEADER_SIZE = 4
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+
+
+def encode_frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    size = len(payload)
+    if size > max_frame:
+        raise LocalProtocolError(f"frame of {size} bytes exceeds max_frame {max_frame}")
+    return size.to_bytes(4, "big") + payload
+
+
+class FrameDecoder:
+    """Incremental decoder of length-prefixed frames."""
+
+    __slots__ = ("max_frame", "_buf", "_need", "_failed")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if not 0 < max_frame < 2**32:
+            raise LocalProtocolError(f"max_frame must be in 1..2**32-1, got {max_frame}")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._need = -1  # payload length of the frame being read, or -1 while reading a header
+        self._failed: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._failed is not None:
+            raise self._failed
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        need = self._need
+        while True:
+            if need < 0:
+                if end - pos < HEADER_SIZE:
+                    break
+                need = int.from_bytes(buf[pos : pos + HEADER_SIZE], "big")
+                pos += HEADER_SIZE
+                if need > self.max_frame:
+                    self._failed = RemoteProtocolError(
+                        f"frame of {need} bytes exceeds max_frame {self.max_frame}", code=TOO_LARGE
+                    )
+                    buf.clear()
+                    raise self._failed
+            if end - pos < need:
+                break
+            frames.append(bytes(buf[pos : pos + need]))
+            pos += need
+            need = -1
+        self._need = need
+        if pos:
+            del buf[:pos]
+        return frames

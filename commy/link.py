@@ -1,0 +1,158 @@
+"""The peer link protocol: one connection between two nodes, as a sans-IO state machine.
+
+Like websockets' `protocol.py`, a `PeerLink` never touches a socket. The transport feeds it the
+bytes it read (`receive_data`) and writes whatever `data_to_send` returns; the simulator does the
+same with bytes it carried through its virtual network, so both run exactly this code.
+
+The dialing side opens with a `LinkHello` frame naming itself; the accepting side learns the peer
+from it. Every later frame is an encoded `Envelope` whose sender must be the peer and whose
+receiver must be this node (no spoofing through a link). When the peer breaks the protocol --
+garbage bytes, an oversize frame, a spoofed address -- the link queues a typed `Error` frame
+(addressed to the peer's `link` pseudo-actor) and moves to CLOSED; the transport flushes and
+closes. An `Error` arriving for our `link` pseudo-actor means the peer closed us for a reason.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from commy.codec import DEFAULT_CODEC, Codec
+from commy.errors import BAD_REQUEST, LocalProtocolError, RemoteProtocolError
+from commy.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from commy.messages import Address, Envelope, Error, LinkHello
+
+PROTOCOL_VERSION = 1
+LINK_ACTOR = "link"
+
+
+class LinkState(enum.Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    LinkState.AWAITING_HELLO: {LinkState.OPEN, LinkState.CLOSED},
+    LinkState.OPEN: {LinkState.CLOSED},
+    LinkState.CLOSED: set(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFailure:
+    """The link is closed: `by_peer` tells whether the peer sent us the error or we sent it."""
+
+    code: str
+    detail: str
+    by_peer: bool
+
+
+class PeerLink:
+    """State of one connection; `peer=None` means we accepted it and wait for the hello."""
+
+    def __init__(
+        self,
+        local_node: str,
+        peer: str | None,
+        *,
+        codec: Codec = DEFAULT_CODEC,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        send_hello: bool = False,
+    ) -> None:
+        self.local_node = local_node
+        self.peer = peer
+        self.codec = codec
+        self.max_frame = max_frame
+        self.state = LinkState.OPEN if peer is not None else LinkState.AWAITING_HELLO
+        self.failure: LinkFailure | None = None
+        self._decoder = FrameDecoder(max_frame)
+        self._out: list[bytes] = []
+        if send_hello:
+            self._out.append(encode_frame(codec.encode_message(LinkHello(local_node, PROTOCOL_VERSION)), max_frame))
+
+    def _move(self, new: LinkState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"link {self.local_node}->{self.peer}: {self.state.name} -> {new.name}")
+        self.state = new
+
+    @property
+    def closed(self) -> bool:
+        return self.state is LinkState.CLOSED
+
+    # ---- outbound
+
+    def send(self, env: Envelope) -> None:
+        if self.state is not LinkState.OPEN:
+            raise LocalProtocolError(f"send on a link in state {self.state.name}")
+        self._out.append(encode_frame(self.codec.encode(env), self.max_frame))
+
+    def encode(self, env: Envelope) -> bytes:
+        """The framed bytes for `env`, without queueing them (the simulator carries them itself)."""
+        return encode_frame(self.codec.encode(env), self.max_frame)
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def close(self, code: str = "closed", detail: str = "closed by this node") -> None:
+        """Close from our side, telling the peer why (if the link got that far)."""
+        if self.state is LinkState.CLOSED:
+            return
+        if self.state is LinkState.OPEN and self.peer is not None:
+            self._queue_error(code, detail)
+        self.failure = LinkFailure(code, detail, by_peer=False)
+        self._move(LinkState.CLOSED)
+
+    def _queue_error(self, code: str, detail: str) -> None:
+        peer = self.peer or "?"
+        env = Envelope(0, None, Address(self.local_node, LINK_ACTOR), Address(peer, LINK_ACTOR), 0.0,
+                       Error(code, detail))
+        self._out.append(encode_frame(self.codec.encode(env), self.max_frame))
+
+    # ---- inbound
+
+    def receive_data(self, data: bytes) -> list[Envelope]:
+        """Feed bytes read from the connection; returns the envelopes for the node's actors.
+
+        Check `closed` afterwards: on a protocol violation the link has queued an Error frame
+        for the peer (flush `data_to_send`, then close the connection) and set `failure`.
+        """
+        if self.state is LinkState.CLOSED:
+            return []
+        out: list[Envelope] = []
+        try:
+            for frame in self._decoder.feed(data):
+                if self.state is LinkState.AWAITING_HELLO:
+                    self._accept_hello(frame)
+                    continue
+                env = self.codec.decode(frame)
+                if env.receiver.name == LINK_ACTOR and type(env.body) is Error:
+                    self.failure = LinkFailure(env.body.code, env.body.detail, by_peer=True)
+                    self._move(LinkState.CLOSED)
+                    break
+                if env.sender.node != self.peer:
+                    raise RemoteProtocolError(f"sender {env.sender.node!r} on the link from {self.peer!r}")
+                if env.receiver.node != self.local_node:
+                    raise RemoteProtocolError(f"receiver {env.receiver.node!r} on a link to {self.local_node!r}")
+                out.append(env)
+                if self.state is LinkState.CLOSED:
+                    break
+        except RemoteProtocolError as exc:
+            if self.state is LinkState.OPEN:
+                self._queue_error(exc.code, exc.detail)
+            self.failure = LinkFailure(exc.code, exc.detail, by_peer=False)
+            self._move(LinkState.CLOSED)
+        return out
+
+    def _accept_hello(self, frame: bytes) -> None:
+        msg = self.codec.decode_message(frame)
+        if type(msg) is not LinkHello:
+            raise RemoteProtocolError(f"expected LinkHello first, got {type(msg).__name__}", code=BAD_REQUEST)
+        if msg.protocol_version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"protocol version {msg.protocol_version} not supported")
+        if not msg.node_id or msg.node_id == self.local_node:
+            raise RemoteProtocolError(f"bad node id in hello: {msg.node_id!r}")
+        self.peer = msg.node_id
+        self._move(LinkState.OPEN)

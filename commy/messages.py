@@ -1,0 +1,263 @@
+"""Every typed message commy exchanges, in one place.
+
+A message is a frozen, slotted dataclass registered with `@message(tag)` under a stable numeric tag
+and a schema version; the codec (`commy.codec`) generates one encoder and one strict decoder per
+class from the field annotations. Nested records that are not messages themselves (`Address`,
+`TenantMetadata`, ...) are plain frozen dataclasses and travel as arrays inside their parent.
+
+Tags are grouped by protocol: 1-9 link, 10-49 peer (server <-> server), 100-199 client (later),
+1000+ local only (timers and events an actor receives from its own node; they never cross a wire,
+but they are registered too so traces and dead-letter checks treat every message alike).
+
+An `Envelope` wraps every message in flight: message id, the id of the request it answers (if any),
+sender and receiver addresses, and the sender's timestamp.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, ClassVar, TypeVar
+
+REGISTRY: dict[int, type[Message]] = {}
+"""tag -> message class; filled once at import by `@message`."""
+
+WIRE = "wire"
+LOCAL = "local"
+
+
+class Message:
+    """Marker base of all registered messages."""
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    VERSION: ClassVar[int]
+    SCOPE: ClassVar[str]
+
+
+M = TypeVar("M", bound=type[Message])
+
+
+def message(tag: int, version: int = 1, scope: str = WIRE) -> Callable[[M], M]:
+    """Register a message class under `tag` (unique, stable forever) and a schema `version`."""
+
+    def register(cls: M) -> M:
+        if tag in REGISTRY:
+            raise ValueError(f"tag {tag} used by both {REGISTRY[tag].__name__} and {cls.__name__}")
+        cls.TAG = tag
+        cls.VERSION = version
+        cls.SCOPE = scope
+        REGISTRY[tag] = cls
+        return cls
+
+    return register
+
+
+# --------------------------------------------------------------------------- shared records
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    """Where an actor lives: the node id and the actor's name on that node."""
+
+    node: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.node}/{self.name}"
+
+
+class ServerStatus(enum.Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class MigrationReason(enum.Enum):
+    NODE_FAILURE = "node_failure"
+    DRAINING = "draining"
+    LOAD_BALANCING = "load_balancing"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantMetadata:
+    tenant_id: str
+    name: str
+    services: tuple[str, ...]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class VariableEntry:
+    """One variable as replicated: value, its version and the stamp of the write that made it."""
+
+    name: str
+    value: bytes
+    version: int
+    stamp: int
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message in flight. `request_id` is the `msg_id` of the request this answers, or None."""
+
+    msg_id: int
+    request_id: int | None
+    sender: Address
+    receiver: Address
+    sent_at: float
+    body: Message
+
+
+# --------------------------------------------------------------------------- link protocol (1-9)
+
+
+@message(1)
+@dataclass(frozen=True, slots=True)
+class LinkHello(Message):
+    """First frame on a new TCP connection: who is dialing, and which protocol version it speaks."""
+
+    node_id: str
+    protocol_version: int
+
+
+# --------------------------------------------------------------------------- peer protocol (10-49)
+
+
+@message(10)
+@dataclass(frozen=True, slots=True)
+class HeartbeatPing(Message):
+    seq: int
+    sent_at: float
+    status: ServerStatus
+
+
+@message(11)
+@dataclass(frozen=True, slots=True)
+class HeartbeatPong(Message):
+    seq: int
+    ping_sent_at: float
+    status: ServerStatus
+
+
+@message(12)
+@dataclass(frozen=True, slots=True)
+class SyncServiceRequest(Message):
+    tenant: str
+    service: str
+    since_version: int
+
+
+@message(13)
+@dataclass(frozen=True, slots=True)
+class SyncServiceResponse(Message):
+    tenant: str
+    service: str
+    entries: tuple[VariableEntry, ...]
+    version: int
+
+
+@message(14)
+@dataclass(frozen=True, slots=True)
+class ClientMigration(Message):
+    session_id: str
+    client_id: str
+    target_node: str
+    target_url: str
+    reason: MigrationReason
+
+
+@message(15)
+@dataclass(frozen=True, slots=True)
+class ClientMigrationAck(Message):
+    session_id: str
+    accepted: bool
+    detail: str
+
+
+@message(16)
+@dataclass(frozen=True, slots=True)
+class FileTransferRequest(Message):
+    transfer_id: str
+    tenant: str
+    service: str
+    from_chunk: int
+    chunk_size: int
+
+
+@message(17)
+@dataclass(frozen=True, slots=True)
+class FileTransferChunk(Message):
+    transfer_id: str
+    index: int
+    total: int
+    data: bytes
+    sha256: bytes
+    whole_sha256: bytes
+
+
+@message(18)
+@dataclass(frozen=True, slots=True)
+class MetadataExchange(Message):
+    node_id: str
+    status: ServerStatus
+    tenants: tuple[TenantMetadata, ...]
+    challenge: bytes
+
+
+@message(19)
+@dataclass(frozen=True, slots=True)
+class MetadataExchangeAck(Message):
+    node_id: str
+    status: ServerStatus
+    tenants: tuple[TenantMetadata, ...]
+    response: bytes
+
+
+@message(20)
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """A typed error reply: `code` is one of the stable codes in `commy.errors`."""
+
+    code: str
+    detail: str
+
+
+# --------------------------------------------------------------------------- local only (1000+)
+
+
+@message(1000, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class LinkUp(Message):
+    """The runtime has a working connection to `peer`."""
+
+    peer: str
+
+
+@message(1001, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class LinkDown(Message):
+    """The connection to `peer` closed or failed; `reason` says why (an error code or 'closed')."""
+
+    peer: str
+    reason: str
+    detail: str
+
+
+@message(1002, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class HeartbeatTick(Message):
+    """Timer: time for the heartbeat monitor's next round."""
+
+
+@message(1003, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class PeerStateChanged(Message):
+    """Published by the heartbeat monitor when its view of a peer changes."""
+
+    peer: str
+    old: str
+    new: str
+    at: float
