@@ -196,11 +196,8 @@ class Node:
         """A local event for every actor that handles its type (link events, peer state changes)."""
         if self.stopped:
             return
-        takers = [name for name, a in self.actors.items() if type(msg) in a.HANDLERS]
-        if not takers:
-            self._dead_letter("*", msg)
-            return
-        for name in takers:
+        # An event nobody subscribes to is not a dead letter: publishing is a broadcast.
+        for name in [name for name, a in self.actors.items() if type(msg) in a.HANDLERS]:
             addr = Address(self.node_id, name)
             self._mailbox.append(Envelope(0, None, addr, addr, self.host.now(), msg))
         self._drain()
