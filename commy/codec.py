@@ -18,7 +18,8 @@ import dataclasses
 import enum
 import types
 import typing
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgpack
 
@@ -169,7 +170,8 @@ class _Generator:
         self.lines += [
             f"def {dec_name}(a, where):",
             "    if type(a) is not list: raise _bad(where, 'array', a)",
-            f"    if len(a) != {len(fields)}: raise RPE(f'{{where}}: {cls.__name__} has {len(fields)} fields, got {{len(a)}}')",
+            f"    if len(a) != {len(fields)}:",
+            f"        raise RPE(f'{{where}}: {cls.__name__} has {len(fields)} fields, got {{len(a)}}')",
             *body,
             f"    return _cls_{enc_name}({', '.join('f_' + n for n, _ in fields)})",
             "",
@@ -191,7 +193,8 @@ class _Generator:
         self.lines += [f"def {enc_name}(m):", f"    return [{cls.TAG}, {cls.VERSION}{items}]", ""]
         self.lines += [
             f"def {dec_name}(a):",
-            f"    if len(a) != {len(fields) + 2}: raise RPE('{cls.__name__} has {len(fields)} fields, got ' + str(len(a) - 2))",
+            f"    if len(a) != {len(fields) + 2}:",
+            f"        raise RPE('{cls.__name__} has {len(fields)} fields, got ' + str(len(a) - 2))",
             *self._decode_fields(cls.__name__, fields, "a", 2),
             f"    return _cls_{cls.TAG}({', '.join('f_' + n for n, _ in fields)})",
             "",

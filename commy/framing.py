@@ -24,7 +24,7 @@ def encode_frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 class FrameDecoder:
     """Incremental decoder of length-prefixed frames."""
 
-    __slots__ = ("max_frame", "_buf", "_need", "_failed")
+    __slots__ = ("_buf", "_failed", "_need", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if not 0 < max_frame < 2**32:

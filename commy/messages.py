@@ -16,8 +16,9 @@ sender and receiver addresses, and the sender's timestamp.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 REGISTRY: dict[int, type[Message]] = {}
 """tag -> message class; filled once at import by `@message`."""

@@ -14,7 +14,8 @@ runtime, the simulator and the unit-test fake all implement the same `Context` p
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, ClassVar, NewType, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NewType, Protocol, TypeVar
 
 from commy.messages import Address, Envelope, Message
 

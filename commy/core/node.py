@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from commy.core.actor import Actor, Context, TimerId
 from commy.errors import LocalProtocolError, RemoteProtocolError
@@ -48,7 +49,7 @@ def _null_sink(node: str, actor: str, level: str, event: str, fields: dict[str, 
 class ActorLog:
     """The `Log` an actor sees: tags every record with node and actor, hands it to the sink."""
 
-    __slots__ = ("_node", "_actor", "_sink")
+    __slots__ = ("_actor", "_node", "_sink")
 
     def __init__(self, node: str, actor: str, sink: LogSink) -> None:
         self._node, self._actor, self._sink = node, actor, sink
