@@ -50,7 +50,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="commy", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="commy", description="commy: hierarchical, multi-tenant shared-memory coordination (clusters, simulator)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="deterministic cluster simulations")

@@ -1,0 +1,137 @@
+"""`commy bench`: each measurement beside its raw ceiling, measured in the same run.
+
+Every row runs the commy path and the bare ceiling alternately, `repeats` times each, and reports
+the medians and their ratio, so a slow or busy machine moves both sides together. Rows: the codec
+(encode + strict decode of an envelope) against `msgpack.packb/unpackb` of an equivalent flat dict;
+the TCP peer transport (actor to actor across two nodes on loopback) against a bare asyncio
+length-prefixed sender/receiver; and the simulator's delivered messages per second with the codec
+in flight, which has no ceiling, only an absolute target. Benchmarks are never timed tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import msgpack
+
+from commy.codec import DEFAULT_CODEC
+from commy.messages import Address, Envelope, HeartbeatPing, ServerStatus
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    value: float
+    unit: str
+    ceiling: float | None
+    ratio: float | None
+    target: str
+    met: bool
+
+
+def _median_rates(fns: list[Callable[[], float]], repeats: int) -> list[float]:
+    """Run each fn (which returns a rate) `repeats` times, interleaved; return each median."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            samples[i].append(fn())
+    return [statistics.median(s) for s in samples]
+
+
+def bench_codec(repeats: int, n: int) -> Row:
+    codec = DEFAULT_CODEC
+    env = Envelope(41, None, Address("n1", "heartbeat"), Address("n2", "heartbeat"), 1234.5,
+                   HeartbeatPing(7, 1234.5, ServerStatus.HEALTHY))
+    flat = {"msg_id": 41, "request_id": None, "sender_node": "n1", "sender_name": "heartbeat",
+            "receiver_node": "n2", "receiver_name": "heartbeat", "sent_at": 1234.5,
+            "type": "HeartbeatPing", "seq": 7, "ping_sent_at": 1234.5, "status": "healthy"}
+    encode, decode = codec.encode, codec.decode
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+
+    def ours() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            decode(encode(env))
+        return n / (time.perf_counter() - t)
+
+    def raw() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            unpackb(packb(flat, use_bin_type=True), raw=False)
+        return n / (time.perf_counter() - t)
+
+    value, ceiling = _median_rates([ours, raw], repeats)
+    ratio = value / ceiling
+    return Row("codec encode+decode (envelope)", value, "msg/s", ceiling, ratio, "ratio >= 0.5", ratio >= 0.5)
+
+
+def bench_transport(repeats: int, n: int) -> Row:
+    from commy.runtime.loop import new_event_loop
+    from commy.runtime.tcpbench import measure_bare_framing, measure_peer_transport
+
+    def run(coro_fn: Callable[[int], object]) -> float:
+        loop = new_event_loop()
+        try:
+            return float(loop.run_until_complete(coro_fn(n)))  # type: ignore[arg-type]
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+
+    value, ceiling = _median_rates([lambda: run(measure_peer_transport), lambda: run(measure_bare_framing)], repeats)
+    ratio = value / ceiling
+    return Row("peer transport one-way (TCP)", value, "msg/s", ceiling, ratio, "ratio >= 0.5", ratio >= 0.5)
+
+
+def bench_simulator(repeats: int, n: int) -> list[Row]:
+    from sim.throughput import measure_delivery_rate, measure_five_nodes
+
+    rate = statistics.median(measure_delivery_rate(n, seed=i + 1) for i in range(repeats))
+    secs = statistics.median(measure_five_nodes(60.0, seed=i + 1) for i in range(max(1, repeats // 2)))
+    return [
+        Row("simulator delivered messages (codec on)", rate, "msg/s", None, None, ">= 100000 msg/s", rate >= 100_000),
+        Row("simulator 5 nodes x 60 simulated s", secs, "s", None, None, "<= 2 s", secs <= 2.0),
+    ]
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if unit == "s" or v < 100:
+        return f"{v:.3g}"
+    return f"{v:,.0f}"
+
+
+def render(rows: list[Row]) -> str:
+    head = ["benchmark", "commy", "ceiling", "ratio", "target", "met"]
+    body = [[r.name, f"{_fmt(r.value, r.unit)} {r.unit}", _fmt(r.ceiling) + (f" {r.unit}" if r.ceiling else ""),
+             "-" if r.ratio is None else f"{r.ratio:.2f}", r.target, "yes" if r.met else "NO"] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def main(quick: bool = False, json_path: str | None = None, only: list[str] | None = None) -> int:
+    repeats = 3 if quick else 7
+    plan: list[tuple[str, Callable[[], list[Row]]]] = [
+        ("codec", lambda: [bench_codec(repeats, 20_000 if quick else 100_000)]),
+        ("transport", lambda: [bench_transport(repeats, 20_000 if quick else 100_000)]),
+        ("simulator", lambda: bench_simulator(repeats, 50_000 if quick else 200_000)),
+    ]
+    rows: list[Row] = []
+    for key, run in plan:
+        if only and not any(o in key for o in only):
+            continue
+        rows += run()
+    print(render(rows))
+    print(f"\n(median of {repeats} interleaved runs; `commy bench{' --quick' if quick else ''}`)")
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump([asdict(r) for r in rows], f, indent=2)
+    return 0 if all(r.met for r in rows) else 1
