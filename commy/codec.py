@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -28,9 +29,14 @@ from commy.messages import REGISTRY, Address, Envelope, Message
 
 _PRIMITIVES: dict[type, str] = {int: "int", str: "str", bytes: "bytes", bool: "bool", float: "float"}
 
+# A bounded repr: a hostile value (lists nested ~1000 deep, a huge array) must not make the error
+# message itself fail with RecursionError or take long to build.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 4, 60, 60
+
 
 def _bad(where: str, expected: str, value: object) -> RemoteProtocolError:
-    shown = repr(value)
+    shown = _REPR.repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return RemoteProtocolError(f"{where}: expected {expected}, got {type(value).__name__} {shown}")
@@ -59,7 +65,7 @@ class _Generator:
         if tp in _PRIMITIVES:
             return v
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            return f"{v}.value"
+            return f"{v}._value_"  # `.value` is a Python-level property, several times slower
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             return f"{self.record(tp)[0]}({v})"
         if origin in (typing.Union, types.UnionType):
@@ -72,8 +78,8 @@ class _Generator:
             return f"list({v})" if item_expr == "_x" else f"[{item_expr} for _x in {v}]"
         if origin is dict:
             k, val = typing.get_args(tp)
-            if self.enc(k, "_k") != "_k":
-                raise LocalProtocolError(f"dict keys must be primitive, got {k}")
+            if k not in (str, bytes):  # the decoder unpacks with strict_map_key: only str/bytes keys
+                raise LocalProtocolError(f"dict keys must be str or bytes, got {k}")
             val_expr = self.enc(val, "_v")
             return v if val_expr == "_v" else f"{{_k: {val_expr} for _k, _v in {v}.items()}}"
         raise LocalProtocolError(f"codec cannot encode type {tp!r}")
@@ -214,7 +220,15 @@ class _Generator:
             self.ns[name] = cls
             return name
         args = ", ".join(n for n, _ in fields)
-        sets = "".join(f"; _set(o, {n!r}, {n})" for n, _ in fields)
+        sets = ""
+        for n, _ in fields:
+            slot = cls.__dict__.get(n)
+            if isinstance(slot, types.MemberDescriptorType):
+                # A slot's own setter is twice as fast as object.__setattr__ looking it up by name.
+                self.ns[f"_set{name}_{n}"] = slot.__set__
+                sets += f"; _set{name}_{n}(o, {n})"
+            else:
+                sets += f"; _set(o, {n!r}, {n})"
         self.lines += [f"def {name}({args}):", f"    o = _object_new(_cls{name}){sets}", "    return o", ""]
         return name
 
@@ -264,7 +278,7 @@ class Codec:
         if entry is None:
             raise RemoteProtocolError(f"unknown message tag {tag!r}", code="unknown_message")
         want, name, dec = entry
-        if version != want:
+        if type(version) is not int or version != want:
             raise RemoteProtocolError(f"{name} schema version {version!r} not supported (expected {want})")
         return dec(body)
 
@@ -291,15 +305,18 @@ class Codec:
             raise _bad("envelope.msg_id", "int", msg_id)
         if request_id is not None and type(request_id) is not int:
             raise _bad("envelope.request_id", "int or nil", request_id)
-        for where, v in (("sender.node", sn), ("sender.name", sa), ("receiver.node", rn), ("receiver.name", ra)):
-            if type(v) is not str:
-                raise _bad("envelope." + where, "str", v)
+        if type(sn) is not str or type(sa) is not str or type(rn) is not str or type(ra) is not str:
+            for where, v in (("sender.node", sn), ("sender.name", sa), ("receiver.node", rn), ("receiver.name", ra)):
+                if type(v) is not str:
+                    raise _bad("envelope." + where, "str", v)
         if type(sent_at) is not float:
             if type(sent_at) is not int:
                 raise _bad("envelope.sent_at", "float", sent_at)
             sent_at = float(sent_at)
-        return self._new_envelope(msg_id, request_id, self._address(sn, sa), self._address(rn, ra), sent_at,
-                                  self.from_wire(body))
+        addresses = self._addresses  # the cache hit, inlined: this runs for every message received
+        sender = addresses.get((sn, sa)) or self._address(sn, sa)
+        receiver = addresses.get((rn, ra)) or self._address(rn, ra)
+        return self._new_envelope(msg_id, request_id, sender, receiver, sent_at, self.from_wire(body))
 
     def _address(self, node: str, name: str) -> Address:
         # A cluster has few (node, actor) pairs; reusing their Address objects saves two

@@ -42,6 +42,12 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         if self._failed is not None:
             raise self._failed
+        if self._need < 0 and not self._buf and len(data) >= HEADER_SIZE:
+            # Fast path: nothing buffered and `data` is exactly one frame (the simulator's case,
+            # and a common one on a quiet connection): no copy through the buffer.
+            size = int.from_bytes(data[:HEADER_SIZE], "big")
+            if size == len(data) - HEADER_SIZE and size <= self.max_frame:
+                return [bytes(data[HEADER_SIZE:])]
         buf = self._buf
         buf += data
         frames: list[bytes] = []

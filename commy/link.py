@@ -107,9 +107,14 @@ class PeerLink:
 
     def _queue_error(self, code: str, detail: str) -> None:
         peer = self.peer or "?"
-        env = Envelope(0, None, Address(self.local_node, LINK_ACTOR), Address(peer, LINK_ACTOR), 0.0,
-                       Error(code, detail))
-        self._out.append(encode_frame(self.codec.encode(env), self.max_frame))
+        # Under a tiny max_frame the Error may not fit: send the code alone, or nothing (never raise).
+        for text in (detail, ""):
+            env = Envelope(0, None, Address(self.local_node, LINK_ACTOR), Address(peer, LINK_ACTOR), 0.0,
+                           Error(code, text))
+            payload = self.codec.encode(env)
+            if len(payload) <= self.max_frame:
+                self._out.append(encode_frame(payload, self.max_frame))
+                return
 
     # ---- inbound
 
@@ -140,8 +145,8 @@ class PeerLink:
                 if self.state is LinkState.CLOSED:
                     break
         except RemoteProtocolError as exc:
-            if self.state is LinkState.OPEN:
-                self._queue_error(exc.code, exc.detail)
+            # A bad hello gets its Error too (addressed to "?" when the dialer's id is unknown).
+            self._queue_error(exc.code, exc.detail)
             self.failure = LinkFailure(exc.code, exc.detail, by_peer=False)
             self._move(LinkState.CLOSED)
         return out

@@ -28,8 +28,8 @@ class HeartbeatConfig:
     down_after: int = 5
 
     def __post_init__(self) -> None:
-        if self.interval <= 0:
-            raise ValueError(f"heartbeat.interval must be > 0, got {self.interval}")
+        if not 0 < self.interval < float("inf"):  # also refuses NaN
+            raise ValueError(f"heartbeat.interval must be a finite number > 0, got {self.interval}")
         if not 1 <= self.suspect_after <= self.down_after:
             raise ValueError(
                 f"heartbeat thresholds need 1 <= suspect_after <= down_after, got "

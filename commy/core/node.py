@@ -226,6 +226,7 @@ class Node:
                 if env.sender.node != self.node_id:
                     self.send(env.receiver, env.sender, Error(exc.code, exc.detail), env.msg_id)
             except Exception as exc:
+                handled = True  # it had a handler: a handler error, not a dead letter
                 self.stats.handler_errors += 1
                 self._log.error("handler_error", actor=env.receiver.name, message=type(env.body).__name__,
                                 error=repr(exc))
@@ -251,6 +252,8 @@ class Node:
             raise LocalProtocolError(f"timer delay must be >= 0, got {delay}")
         timer = TimerId(self._next_timer)
         self._next_timer += 1
+        if self.stopped:
+            return timer  # a stopped node schedules nothing (e.g. a timer set from `stopped()`)
         handle = self.host.call_later(delay, lambda: self._fire(timer))
         self._timers[timer] = (actor, handle, msg)
         return timer

@@ -7,7 +7,8 @@ Times are in seconds: virtual in the simulator, real (bounded) over TCP.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from commy.core.actor import Actor, handles
 from commy.messages import Envelope, LinkDown, LinkUp, Message

@@ -29,6 +29,9 @@ def test_readme_has_no_unfilled_placeholders() -> None:
 
 def test_commands_in_readme_parse() -> None:
     parser = build_parser()
-    for line in re.findall(r"^(?:\$ )?(commy [^&#\n]+)", README, flags=re.M):
+    blocks = "\n".join(re.findall(r"```(?:sh|console)\n(.*?)```", README, flags=re.S))
+    lines = re.findall(r"^(?:\$ )?(commy [^&#\n]+)", blocks, flags=re.M)
+    assert lines, "the README shows no commy command"
+    for line in lines:
         args = line.split()[1:]
         parser.parse_args(args)
