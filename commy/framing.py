@@ -8,9 +8,12 @@ us allocate a large buffer. After a violation the decoder stays failed: the link
 
 from __future__ import annotations
 
+import struct
+
 from commy.errors import TOO_LARGE, LocalProtocolError, RemoteProtocolError
 
 HEADER_SIZE = 4
+_HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
 
@@ -49,29 +52,41 @@ class FrameDecoder:
             if size == len(data) - HEADER_SIZE and size <= self.max_frame:
                 return [bytes(data[HEADER_SIZE:])]
         buf = self._buf
-        buf += data
+        src: bytes | bytearray
+        if buf:
+            buf += data
+            src = buf
+        else:
+            # Nothing buffered (the usual case: a read of whole frames plus maybe a tail): parse
+            # `data` in place, so a frame costs one copy (a bytes slice), not two (into the
+            # buffer, then out), and only the incomplete tail is buffered.
+            src = data if type(data) is bytes else bytes(data)
         frames: list[bytes] = []
         pos = 0
-        end = len(buf)
+        end = len(src)
         need = self._need
+        max_frame = self.max_frame
         while True:
             if need < 0:
                 if end - pos < HEADER_SIZE:
                     break
-                need = int.from_bytes(buf[pos : pos + HEADER_SIZE], "big")
+                (need,) = _HEADER.unpack_from(src, pos)
                 pos += HEADER_SIZE
-                if need > self.max_frame:
+                if need > max_frame:
                     self._failed = RemoteProtocolError(
-                        f"frame of {need} bytes exceeds max_frame {self.max_frame}", code=TOO_LARGE
+                        f"frame of {need} bytes exceeds max_frame {max_frame}", code=TOO_LARGE
                     )
                     buf.clear()
                     raise self._failed
             if end - pos < need:
                 break
-            frames.append(bytes(buf[pos : pos + need]))
+            frames.append(bytes(src[pos : pos + need]))  # no second copy: bytes(b) of a bytes is b
             pos += need
             need = -1
         self._need = need
-        if pos:
-            del buf[:pos]
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < end:
+            buf += memoryview(src)[pos:]
         return frames

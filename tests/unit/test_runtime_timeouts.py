@@ -1,0 +1,119 @@
+"""TCP transport timeouts: a silent connection is closed after `read_timeout`, a write buffer that
+does not drain is closed after `write_timeout`, and traffic keeps a connection open.
+
+Timeouts here are a few hundred milliseconds, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import cast
+
+from commy.codec import DEFAULT_CODEC
+from commy.errors import TIMEOUT
+from commy.framing import encode_frame
+from commy.link import PROTOCOL_VERSION
+from commy.messages import Address, Envelope, HeartbeatPing, LinkDown, LinkHello, LinkUp, ServerStatus
+from commy.runtime.loop import run
+from commy.runtime.standalone import RunningNode, start_node
+from commy.runtime.tcp import TcpConfig
+from tests.conformance.harness import PROBE, Probe
+
+LOOPBACK = "127.0.0.1"
+
+
+async def until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def probe(r: RunningNode) -> Probe:
+    return cast(Probe, r.node.actors[PROBE])
+
+
+def downs(r: RunningNode, peer: str) -> list[LinkDown]:
+    return [m for m in probe(r).link_events if isinstance(m, LinkDown) and m.peer == peer]
+
+
+def hello(node: str) -> bytes:
+    return encode_frame(DEFAULT_CODEC.encode_message(LinkHello(node, PROTOCOL_VERSION)))
+
+
+def ping_frame(src: str, dst: str, seq: int) -> bytes:
+    env = Envelope(seq, None, Address(src, PROBE), Address(dst, PROBE), 0.0,
+                   HeartbeatPing(seq, 0.0, ServerStatus.HEALTHY))
+    return encode_frame(DEFAULT_CODEC.encode(env))
+
+
+def test_a_silent_connection_is_closed_after_the_read_timeout() -> None:
+    async def main() -> None:
+        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+                             tcp=TcpConfig(read_timeout=0.3))
+        try:
+            reader, writer = await asyncio.open_connection(*a.address)
+            writer.write(hello("z"))
+            started = asyncio.get_running_loop().time()
+            assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 2.0)
+            assert await asyncio.wait_for(reader.read(), 3.0) == b""  # closed by the node
+            assert 0.25 <= asyncio.get_running_loop().time() - started < 2.0
+            assert await until(lambda: bool(downs(a, "z")), 1.0)
+            assert downs(a, "z")[0].reason == TIMEOUT
+            writer.close()
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_traffic_keeps_a_connection_open() -> None:
+    async def main() -> None:
+        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+                             tcp=TcpConfig(read_timeout=0.3))
+        try:
+            _, writer = await asyncio.open_connection(*a.address)
+            writer.write(hello("z"))
+            for seq in range(8):  # 0.8 s of traffic, a frame every 0.1 s
+                writer.write(ping_frame("z", "a", seq))
+                await asyncio.sleep(0.1)
+            assert downs(a, "z") == []
+            assert [e.body.seq for e in probe(a).received] == list(range(8))  # type: ignore[attr-defined]
+            writer.close()
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_a_write_buffer_that_does_not_drain_is_closed_after_the_write_timeout() -> None:
+    async def main() -> None:
+        # A peer that accepts connections (the kernel does, from the backlog) but never reads.
+        sink = socket.socket()
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sink.bind((LOOPBACK, 0))
+        sink.listen(1)
+        config = TcpConfig(write_timeout=0.3, high_water=16 * 1024, queue_limit=100)
+        a = await start_node("a", (LOOPBACK, 0), {"z": sink.getsockname()}, heartbeat=None,
+                             actors={PROBE: Probe}, tcp=config)
+        try:
+            assert await until(lambda: a.transport.connection_count("z") == 1, 2.0)
+            sender, to = Address("a", PROBE), Address("z", PROBE)
+            for seq in range(50_000):  # far more than the socket buffers hold: the write pauses
+                a.node.send(sender, to, HeartbeatPing(seq, 0.0, ServerStatus.HEALTHY), None)
+            assert await until(lambda: a.transport.peers["z"].active is not None
+                               and a.transport.peers["z"].active.paused, 1.0)
+            for seq in range(500):  # held back in the bounded queue while paused
+                a.node.send(sender, to, HeartbeatPing(seq, 0.0, ServerStatus.HEALTHY), None)
+            assert a.transport.stats.queue_dropped == 400
+            assert await until(lambda: bool(downs(a, "z")), 3.0)
+            assert downs(a, "z")[0].reason == TIMEOUT
+        finally:
+            await a.close()
+            sink.close()
+
+    run(main())
