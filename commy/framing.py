@@ -19,9 +19,9 @@ DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
 def encode_frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     size = len(payload)
-    if size > max_frame:
+    if size > max_frame or size > 0xFFFFFFFF:
         raise LocalProtocolError(f"frame of {size} bytes exceeds max_frame {max_frame}")
-    return size.to_bytes(4, "big") + payload
+    return _HEADER.pack(size) + payload  # struct: faster than int.to_bytes, which runs per message
 
 
 class FrameDecoder:
@@ -48,7 +48,7 @@ class FrameDecoder:
         if self._need < 0 and not self._buf and len(data) >= HEADER_SIZE:
             # Fast path: nothing buffered and `data` is exactly one frame (the simulator's case,
             # and a common one on a quiet connection): no copy through the buffer.
-            size = int.from_bytes(data[:HEADER_SIZE], "big")
+            (size,) = _HEADER.unpack_from(data)
             if size == len(data) - HEADER_SIZE and size <= self.max_frame:
                 return [bytes(data[HEADER_SIZE:])]
         buf = self._buf
