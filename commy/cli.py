@@ -23,7 +23,11 @@ def _cmd_sim_list(args: argparse.Namespace) -> int:
 def _cmd_sim_run(args: argparse.Namespace) -> int:
     from sim.scenarios import run_scenario
 
-    result = run_scenario(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration)
+    try:
+        result = run_scenario(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration)
+    except ValueError as exc:  # unknown scenario, too few nodes, too short a run
+        print(f"commy sim run: error: {exc}", file=sys.stderr)
+        return 2
     for line in result.timeline:
         print(line)
     print(f"delivered: {result.delivered} messages in {result.duration:g} simulated s")

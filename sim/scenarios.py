@@ -117,7 +117,15 @@ def _end_line(cluster: SimCluster) -> str:
     return text + ("; " + ", ".join(unhealthy) if unhealthy else "; every running node sees every peer HEALTHY")
 
 
-def run_scenario(name: str, *, seed: int, nodes: int | None = None, duration: float | None = None) -> ScenarioResult:
+def run_scenario(
+    name: str,
+    *,
+    seed: int,
+    nodes: int | None = None,
+    duration: float | None = None,
+    on_cluster: Callable[[SimCluster], None] | None = None,
+) -> ScenarioResult:
+    """Run a scenario; `on_cluster(cluster)` is called before the run (to subscribe to its trace)."""
     sc = get_scenario(name)
     n = sc.nodes if nodes is None else nodes
     d = sc.duration if duration is None else float(duration)
@@ -134,6 +142,8 @@ def run_scenario(name: str, *, seed: int, nodes: int | None = None, duration: fl
     cluster = SimCluster(seed, ids, build, net=sc.net, checkers=checkers)
     timeline = Timeline(cluster.trace, ids)
     timeline.add(0.0, f"start: {n} nodes ({ids[0]}..{ids[-1]}), {_describe_net(sc.net)}")
+    if on_cluster is not None:
+        on_cluster(cluster)
     sc.plan(cluster, d)
     cluster.run_until(d - QUIESCE)
     cluster.heal_and_quiesce(QUIESCE)
