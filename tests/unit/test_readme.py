@@ -35,3 +35,11 @@ def test_commands_in_readme_parse() -> None:
     for line in lines:
         args = line.split()[1:]
         parser.parse_args(args)
+
+
+def test_readme_shows_the_current_trace_hash_of_its_example() -> None:
+    from sim.scenarios import run_scenario
+
+    shown = re.search(r"trace-hash: ([0-9a-f]{64})", README)
+    assert shown, "the README shows no trace hash"
+    assert shown.group(1) == run_scenario("heartbeat-crash", seed=7).trace_hash, "re-run the README's example"
