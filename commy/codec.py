@@ -25,7 +25,11 @@ from typing import Any
 import msgpack
 
 from commy.errors import LocalProtocolError, RemoteProtocolError
-from commy.messages import REGISTRY, Address, Envelope, Message
+from commy.messages import REGISTRY, Address, Envelope, Message, fast_constructor, new_envelope
+
+# The envelope decoder calls it bare: msgpack >= 1.0's defaults are exactly what `_unpack` spells
+# out (raw=False, strict_map_key=True, use_list=True), and keyword parsing costs per message.
+_unpackb = msgpack.unpackb
 
 _PRIMITIVES: dict[type, str] = {int: "int", str: "str", bytes: "bytes", bool: "bool", float: "float"}
 
@@ -46,9 +50,7 @@ class _Generator:
     """Builds the source of encoder/decoder functions; shares one namespace for helpers."""
 
     def __init__(self) -> None:
-        self.ns: dict[str, Any] = {
-            "_bad": _bad, "RPE": RemoteProtocolError, "_object_new": object.__new__, "_set": object.__setattr__,
-        }
+        self.ns: dict[str, Any] = {"_bad": _bad, "RPE": RemoteProtocolError}
         self.lines: list[str] = []
         self.record_names: dict[type, str] = {}
         self.counter = 0
@@ -180,7 +182,7 @@ class _Generator:
             f"    if len(a) != {len(fields)}:",
             f"        raise RPE(f'{{where}}: {cls.__name__} has {len(fields)} fields, got {{len(a)}}')",
             *body,
-            f"    return {self.constructor(cls, fields)}({', '.join('f_' + n for n, _ in fields)})",
+            *self.construct(cls, fields),
             "",
         ]
         return enc_name, dec_name
@@ -202,35 +204,16 @@ class _Generator:
             f"    if len(a) != {len(fields) + 2}:",
             f"        raise RPE('{cls.__name__} has {len(fields)} fields, got ' + str(len(a) - 2))",
             *self._decode_fields(cls.__name__, fields, "a", 2),
-            f"    return {self.constructor(cls, fields)}({', '.join('f_' + n for n, _ in fields)})",
+            *self.construct(cls, fields),
             "",
         ]
         return enc_name, dec_name
 
-    def constructor(self, cls: type, fields: list[tuple[str, Any]]) -> str:
-        """Name of a function building `cls` from decoded fields.
-
-        The dataclass `__init__` of a frozen class looks `object.__setattr__` up per field; this
-        binds it once, which makes decoding about a third faster. A class with `__post_init__`
-        keeps its real constructor so its validation runs.
-        """
+    def construct(self, cls: type, fields: list[tuple[str, Any]]) -> list[str]:
+        """The statement that builds `cls` from the decoded `f_<field>` locals and returns it."""
         name = self._name("_new")
-        self.ns[f"_cls{name}"] = cls
-        if hasattr(cls, "__post_init__"):
-            self.ns[name] = cls
-            return name
-        args = ", ".join(n for n, _ in fields)
-        sets = ""
-        for n, _ in fields:
-            slot = cls.__dict__.get(n)
-            if isinstance(slot, types.MemberDescriptorType):
-                # A slot's own setter is twice as fast as object.__setattr__ looking it up by name.
-                self.ns[f"_set{name}_{n}"] = slot.__set__
-                sets += f"; _set{name}_{n}(o, {n})"
-            else:
-                sets += f"; _set(o, {n!r}, {n})"
-        self.lines += [f"def {name}({args}):", f"    o = _object_new(_cls{name}){sets}", "    return o", ""]
-        return name
+        self.ns[name] = fast_constructor(cls)  # the frozen __init__ is the costliest step of a decode
+        return [f"    return {name}({', '.join('f_' + n for n, _ in fields)})"]
 
     def build(self) -> dict[str, Any]:
         exec(compile("\n".join(self.lines), "<commy.codec generated>", "exec"), self.ns)
@@ -247,11 +230,7 @@ class Codec:
         self.classes = list(REGISTRY.values() if classes is None else classes)
         gen = _Generator()
         names = {cls: gen.message(cls) for cls in self.classes}
-        new_envelope = gen.constructor(Envelope, [(f.name, None) for f in dataclasses.fields(Envelope)])
-        new_address = gen.constructor(Address, [(f.name, None) for f in dataclasses.fields(Address)])
         ns = gen.build()
-        self._new_envelope: Callable[..., Envelope] = ns[new_envelope]
-        self._new_address: Callable[[str, str], Address] = ns[new_address]
         self._addresses: dict[tuple[str, str], Address] = {}
         self._encoders: dict[type, Callable[[Message], list[Any]]] = {
             cls: ns[e] for cls, (e, _) in names.items()
@@ -260,6 +239,7 @@ class Codec:
             cls.TAG: (cls.VERSION, cls.__name__, ns[d]) for cls, (_, d) in names.items()
         }
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self._packer_pack = self._packer.pack
 
     # ---- messages alone
 
@@ -294,11 +274,14 @@ class Codec:
         s, r, body = env.sender, env.receiver, env.body
         enc = self._encoders.get(type(body))  # to_wire, inlined: this runs for every message sent
         wire = enc(body) if enc is not None else self.to_wire(body)
-        return self._pack([env.msg_id, env.request_id, s.node, s.name, r.node, r.name, env.sent_at, wire])
+        try:  # _pack, inlined (a try costs nothing until something raises)
+            return self._packer_pack([env.msg_id, env.request_id, s.node, s.name, r.node, r.name, env.sent_at, wire])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self._pack_failed(exc) from exc
 
     def decode(self, data: bytes) -> Envelope:
         try:  # _unpack, inlined: this runs for every message received
-            a = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+            a = _unpackb(data)
         except Exception:
             a = self._unpack(data)  # raises the RemoteProtocolError
         if type(a) is not list or len(a) != 8:
@@ -325,7 +308,7 @@ class Codec:
             msg = entry[2](body)
         else:
             msg = self.from_wire(body)
-        return self._new_envelope(msg_id, request_id, sender, receiver, sent_at, msg)
+        return new_envelope(msg_id, request_id, sender, receiver, sent_at, msg)
 
     def _address(self, node: str, name: str) -> Address:
         # A cluster has few (node, actor) pairs; reusing their Address objects saves two
@@ -335,17 +318,20 @@ class Codec:
         if addr is None:
             if len(self._addresses) >= 4096:
                 self._addresses.clear()
-            addr = self._addresses[key] = self._new_address(node, name)
+            addr = self._addresses[key] = Address(node, name)
         return addr
 
     # ---- msgpack
 
     def _pack(self, obj: Any) -> bytes:
         try:
-            return self._packer.pack(obj)
+            return self._packer_pack(obj)
         except (TypeError, ValueError, OverflowError) as exc:
-            self._packer.reset()
-            raise LocalProtocolError(f"cannot encode: {exc}") from exc
+            raise self._pack_failed(exc) from exc
+
+    def _pack_failed(self, exc: Exception) -> LocalProtocolError:
+        self._packer.reset()  # drop the half-packed object
+        return LocalProtocolError(f"cannot encode: {exc}")
 
     @staticmethod
     def _unpack(data: bytes) -> Any:

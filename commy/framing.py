@@ -14,6 +14,9 @@ from commy.errors import TOO_LARGE, LocalProtocolError, RemoteProtocolError
 
 HEADER_SIZE = 4
 _HEADER = struct.Struct(">I")
+_unpack_header = _HEADER.unpack_from
+pack_header = _HEADER.pack
+"""The 4-byte header of a payload of the given length (callers check max_frame first)."""
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
 
@@ -21,7 +24,7 @@ def encode_frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     size = len(payload)
     if size > max_frame or size > 0xFFFFFFFF:
         raise LocalProtocolError(f"frame of {size} bytes exceeds max_frame {max_frame}")
-    return _HEADER.pack(size) + payload  # struct: faster than int.to_bytes, which runs per message
+    return pack_header(size) + payload  # struct: faster than int.to_bytes, which runs per message
 
 
 class FrameDecoder:
@@ -42,15 +45,24 @@ class FrameDecoder:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buf)
 
+    def single(self, data: bytes) -> bytes | None:
+        """The payload, when nothing is buffered and `data` is exactly one acceptable frame.
+
+        The simulator's case, and a common one on a quiet connection: the caller skips `feed`'s
+        list and loop. None means "use `feed`" (which also reports a failed decoder's error).
+        """
+        if self._need < 0 and not self._buf and self._failed is None and len(data) >= HEADER_SIZE:
+            (size,) = _unpack_header(data)
+            if size == len(data) - HEADER_SIZE and size <= self.max_frame:
+                return data[HEADER_SIZE:] if type(data) is bytes else bytes(data[HEADER_SIZE:])
+        return None
+
     def feed(self, data: bytes) -> list[bytes]:
         if self._failed is not None:
             raise self._failed
-        if self._need < 0 and not self._buf and len(data) >= HEADER_SIZE:
-            # Fast path: nothing buffered and `data` is exactly one frame (the simulator's case,
-            # and a common one on a quiet connection): no copy through the buffer.
-            (size,) = _HEADER.unpack_from(data)
-            if size == len(data) - HEADER_SIZE and size <= self.max_frame:
-                return [bytes(data[HEADER_SIZE:])]
+        frame = self.single(data)
+        if frame is not None:
+            return [frame]  # no copy through the buffer
         buf = self._buf
         src: bytes | bytearray
         if buf:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from commy.codec import DEFAULT_CODEC, Codec
 from commy.errors import BAD_REQUEST, LocalProtocolError, RemoteProtocolError
-from commy.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from commy.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, pack_header
 from commy.messages import Address, Envelope, Error, LinkHello
 
 PROTOCOL_VERSION = 1
@@ -31,6 +31,8 @@ class LinkState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
 
+
+_OPEN, _CLOSED = LinkState.OPEN, LinkState.CLOSED  # module constants: read once per message
 
 _TRANSITIONS = {
     LinkState.AWAITING_HELLO: {LinkState.OPEN, LinkState.CLOSED},
@@ -83,13 +85,16 @@ class PeerLink:
     # ---- outbound
 
     def send(self, env: Envelope) -> None:
-        if self.state is not LinkState.OPEN:
+        if self.state is not _OPEN:
             raise LocalProtocolError(f"send on a link in state {self.state.name}")
-        self._out.append(encode_frame(self.codec.encode(env), self.max_frame))
+        self._out.append(self.encode(env))
 
     def encode(self, env: Envelope) -> bytes:
         """The framed bytes for `env`, without queueing them (the simulator carries them itself)."""
-        return encode_frame(self.codec.encode(env), self.max_frame)
+        payload = self.codec.encode(env)
+        if len(payload) > self.max_frame:  # max_frame < 2**32 (FrameDecoder checked it)
+            return encode_frame(payload, self.max_frame)  # raises the LocalProtocolError
+        return pack_header(len(payload)) + payload  # encode_frame, inlined: once per message
 
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
@@ -124,8 +129,30 @@ class PeerLink:
         Check `closed` afterwards: on a protocol violation the link has queued an Error frame
         for the peer (flush `data_to_send`, then close the connection) and set `failure`.
         """
-        if self.state is LinkState.CLOSED:
+        if self.state is _OPEN:
+            frame = self._decoder.single(data)
+            if frame is not None:
+                # The usual case, once per message: one whole frame on an open link. The same
+                # checks as `_receive`, with fewer lookups and no loop.
+                try:
+                    env = self.codec.decode(frame)
+                    receiver = env.receiver
+                    if receiver.name == LINK_ACTOR and type(env.body) is Error:
+                        self._peer_closed(env.body)
+                        return []
+                    if env.sender.node != self.peer:
+                        raise RemoteProtocolError(f"sender {env.sender.node!r} on the link from {self.peer!r}")
+                    if receiver.node != self.local_node:
+                        raise RemoteProtocolError(f"receiver {receiver.node!r} on a link to {self.local_node!r}")
+                except RemoteProtocolError as exc:
+                    self._violation(exc)
+                    return []
+                return [env]
+        elif self.state is _CLOSED:
             return []
+        return self._receive(data)
+
+    def _receive(self, data: bytes) -> list[Envelope]:
         out: list[Envelope] = []
         try:
             for frame in self._decoder.feed(data):
@@ -134,22 +161,27 @@ class PeerLink:
                     continue
                 env = self.codec.decode(frame)
                 if env.receiver.name == LINK_ACTOR and type(env.body) is Error:
-                    self.failure = LinkFailure(env.body.code, env.body.detail, by_peer=True)
-                    self._move(LinkState.CLOSED)
+                    self._peer_closed(env.body)
                     break
                 if env.sender.node != self.peer:
                     raise RemoteProtocolError(f"sender {env.sender.node!r} on the link from {self.peer!r}")
                 if env.receiver.node != self.local_node:
                     raise RemoteProtocolError(f"receiver {env.receiver.node!r} on a link to {self.local_node!r}")
                 out.append(env)
-                if self.state is LinkState.CLOSED:
-                    break
         except RemoteProtocolError as exc:
-            # A bad hello gets its Error too (addressed to "?" when the dialer's id is unknown).
-            self._queue_error(exc.code, exc.detail)
-            self.failure = LinkFailure(exc.code, exc.detail, by_peer=False)
-            self._move(LinkState.CLOSED)
+            self._violation(exc)
         return out
+
+    def _peer_closed(self, error: Error) -> None:
+        """The peer closed the link and told our `link` pseudo-actor why."""
+        self.failure = LinkFailure(error.code, error.detail, by_peer=True)
+        self._move(LinkState.CLOSED)
+
+    def _violation(self, exc: RemoteProtocolError) -> None:
+        # A bad hello gets its Error too (addressed to "?" when the dialer's id is unknown).
+        self._queue_error(exc.code, exc.detail)
+        self.failure = LinkFailure(exc.code, exc.detail, by_peer=False)
+        self._move(LinkState.CLOSED)
 
     def _accept_hello(self, frame: bytes) -> None:
         msg = self.codec.decode_message(frame)
