@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 
 from commy.errors import LocalProtocolError, RemoteProtocolError
-from commy.messages import REGISTRY, Address, Envelope, Message, fast_constructor, new_envelope
+from commy.messages import REGISTRY, WIRE, Address, Envelope, Message, fast_constructor, new_envelope
 
 # The envelope decoder calls it bare: msgpack >= 1.0's defaults are exactly what `_unpack` spells
 # out (raw=False, strict_map_key=True, use_list=True), and keyword parsing costs per message.
@@ -226,8 +226,11 @@ class Codec:
     Not thread-safe (it reuses one msgpack Packer); give each thread its own codec.
     """
 
-    def __init__(self, classes: Iterable[type[Message]] | None = None) -> None:
+    def __init__(self, classes: Iterable[type[Message]] | None = None, *, decode_local: bool = False) -> None:
         self.classes = list(REGISTRY.values() if classes is None else classes)
+        # Local-only messages (timers, link events) are encodable for traces, but a peer must
+        # never be able to inject one: by default their tags are unknown to the decoder.
+        decodable = {cls for cls in self.classes if decode_local or getattr(cls, "SCOPE", WIRE) == WIRE}
         gen = _Generator()
         names = {cls: gen.message(cls) for cls in self.classes}
         ns = gen.build()
@@ -236,7 +239,7 @@ class Codec:
             cls: ns[e] for cls, (e, _) in names.items()
         }
         self._decoders: dict[int, tuple[int, str, Callable[[list[Any]], Message]]] = {
-            cls.TAG: (cls.VERSION, cls.__name__, ns[d]) for cls, (_, d) in names.items()
+            cls.TAG: (cls.VERSION, cls.__name__, ns[d]) for cls, (_, d) in names.items() if cls in decodable
         }
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._packer_pack = self._packer.pack

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from commy.codec import DEFAULT_CODEC
-from commy.errors import BAD_REQUEST, TOO_LARGE
+from commy.errors import BAD_REQUEST, TOO_LARGE, UNKNOWN_MESSAGE
 from commy.framing import FrameDecoder, encode_frame
 from commy.link import LINK_ACTOR
-from commy.messages import Address, Envelope, Error, HeartbeatPing, LinkDown, LinkUp, ServerStatus
+from commy.messages import Address, Envelope, Error, HeartbeatPing, HeartbeatTick, LinkDown, LinkUp, ServerStatus
 from tests.conformance.harness import PROBE, Harness
 
 NODES = ["n1", "n2", "n3"]
@@ -184,4 +184,12 @@ def test_a_spoofed_sender_is_refused(harness: Harness) -> None:
     harness.inject_raw("n1", encode_frame(DEFAULT_CODEC.encode(spoofed)), hello_as="n2")
     assert_cut_off(harness, BAD_REQUEST)
     assert 666 not in seqs(harness, "n1", "n3") + seqs(harness, "n1", "n2")
+    assert_still_serving(harness)
+
+
+def test_a_local_only_message_from_a_peer_is_refused(harness: Harness) -> None:
+    harness.start(NODES)
+    tick = Envelope(1, None, Address("n2", "heartbeat"), Address("n1", "heartbeat"), 0.0, HeartbeatTick())
+    harness.inject_raw("n1", encode_frame(DEFAULT_CODEC.encode(tick)), hello_as="n2")
+    assert_cut_off(harness, UNKNOWN_MESSAGE)
     assert_still_serving(harness)

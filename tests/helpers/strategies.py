@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from commy.messages import REGISTRY, Address, Envelope, Message
+from commy.messages import REGISTRY, WIRE, Address, Envelope, Message
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
@@ -64,7 +64,9 @@ def records(cls: type) -> st.SearchStrategy[Any]:
 
 
 def messages(classes: list[type[Message]] | None = None) -> st.SearchStrategy[Message]:
-    chosen = sorted(REGISTRY.values(), key=lambda c: c.TAG) if classes is None else classes
+    """Wire messages by default: local-only ones are refused by the default codec on purpose."""
+    chosen = sorted((c for c in REGISTRY.values() if c.SCOPE == WIRE), key=lambda c: c.TAG) \
+        if classes is None else classes
     return st.one_of([records(cls) for cls in chosen])
 
 

@@ -18,6 +18,7 @@ from commy.codec import DEFAULT_CODEC, Codec
 from commy.errors import LocalProtocolError, RemoteProtocolError
 from commy.messages import (
     REGISTRY,
+    WIRE,
     Address,
     Envelope,
     Error,
@@ -32,6 +33,7 @@ from tests.helpers import sweep_size
 from tests.helpers.strategies import envelopes, fields_of, messages, msgpack_values, records
 
 CODEC = DEFAULT_CODEC
+LOCAL_TOO = Codec(decode_local=True)  # local messages decode only where we ask for it
 ALL = sorted(REGISTRY.values(), key=lambda c: c.TAG)
 PING = HeartbeatPing(7, 1.5, ServerStatus.HEALTHY)
 
@@ -57,8 +59,18 @@ def test_every_message_round_trips(cls: type[Message], data: st.DataObject) -> N
     msg = data.draw(records(cls))
     wire = CODEC.to_wire(msg)
     assert wire[:2] == [cls.TAG, cls.VERSION] and len(wire) == len(fields_of(cls)) + 2
-    back = CODEC.decode_message(CODEC.encode_message(msg))
+    back = LOCAL_TOO.decode_message(CODEC.encode_message(msg))
     assert type(back) is cls and back == msg
+    if cls.SCOPE == WIRE:
+        assert CODEC.decode_message(CODEC.encode_message(msg)) == msg
+
+
+@pytest.mark.parametrize("cls", [c for c in ALL if c.SCOPE != WIRE], ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_a_peer_cannot_send_a_local_only_message(cls: type[Message], data: st.DataObject) -> None:
+    msg = data.draw(records(cls))
+    env = Envelope(1, None, Address("n2", "x"), Address("n1", "heartbeat"), 0.0, msg)
+    assert rejects(CODEC.encode(env), envelope=True).code == "unknown_message"
 
 
 @given(envelopes())
@@ -167,7 +179,7 @@ def wrong(tp: Any) -> list[Any]:
     return [w for w in wrong(next(a for a in args if a is not type(None))) if w is not None]  # X | None
 
 
-@pytest.mark.parametrize("cls", [c for c in ALL if fields_of(c)], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [c for c in ALL if fields_of(c) and c.SCOPE == WIRE], ids=lambda c: c.__name__)
 def test_each_wrong_field_type_is_refused_and_named(cls: type[Message]) -> None:
     fields = fields_of(cls)
     wire = CODEC.to_wire(cls(*(example(t) for _, t in fields)))
@@ -204,7 +216,7 @@ def test_wrong_version(version: Any) -> None:
     assert "HeartbeatPing schema version" in str(rejects(pack([10, version, 1, 1.0, "healthy"])))
 
 
-@pytest.mark.parametrize("wire", [[10, 1, 1, 1.0], [10, 1, 1, 1.0, "healthy", None], [10, 1], [1002, 1, None]])
+@pytest.mark.parametrize("wire", [[10, 1, 1, 1.0], [10, 1, 1, 1.0, "healthy", None], [10, 1], [1, 1, "n1", 1, None]])
 def test_wrong_field_count(wire: list[Any]) -> None:
     assert "fields, got" in str(rejects(pack(wire)))
 
