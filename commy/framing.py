@@ -30,12 +30,15 @@ def encode_frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 class FrameDecoder:
     """Incremental decoder of length-prefixed frames."""
 
-    __slots__ = ("_buf", "_failed", "_need", "max_frame")
+    __slots__ = ("_buf", "_failed", "_first_limit", "_need", "max_frame")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, first_frame_limit: int | None = None) -> None:
+        """`first_frame_limit`, if given, caps the first frame only (a handshake is small; a peer
+        that has not identified itself may not make us buffer `max_frame` bytes)."""
         if not 0 < max_frame < 2**32:
             raise LocalProtocolError(f"max_frame must be in 1..2**32-1, got {max_frame}")
         self.max_frame = max_frame
+        self._first_limit = None if first_frame_limit is None else min(first_frame_limit, max_frame)
         self._buf = bytearray()
         self._need = -1  # payload length of the frame being read, or -1 while reading a header
         self._failed: RemoteProtocolError | None = None
@@ -53,7 +56,8 @@ class FrameDecoder:
         """
         if self._need < 0 and not self._buf and self._failed is None and len(data) >= HEADER_SIZE:
             (size,) = _unpack_header(data)
-            if size == len(data) - HEADER_SIZE and size <= self.max_frame:
+            if size == len(data) - HEADER_SIZE and size <= (self._first_limit or self.max_frame):
+                self._first_limit = None
                 return data[HEADER_SIZE:] if type(data) is bytes else bytes(data[HEADER_SIZE:])
         return None
 
@@ -84,9 +88,13 @@ class FrameDecoder:
                     break
                 (need,) = _HEADER.unpack_from(src, pos)
                 pos += HEADER_SIZE
-                if need > max_frame:
+                limit = max_frame
+                if self._first_limit is not None:
+                    limit, self._first_limit = self._first_limit, None
+                if need > limit:
+                    what = "max_frame" if limit == max_frame else "the first-frame limit"
                     self._failed = RemoteProtocolError(
-                        f"frame of {need} bytes exceeds max_frame {max_frame}", code=TOO_LARGE
+                        f"frame of {need} bytes exceeds {what} {limit}", code=TOO_LARGE
                     )
                     buf.clear()
                     raise self._failed

@@ -4,9 +4,16 @@ Like websockets' `protocol.py`, a `PeerLink` never touches a socket. The transpo
 bytes it read (`receive_data`) and writes whatever `data_to_send` returns; the simulator does the
 same with bytes it carried through its virtual network, so both run exactly this code.
 
-The dialing side opens with a `LinkHello` frame naming itself; the accepting side learns the peer
-from it. Every later frame is an encoded `Envelope` whose sender must be the peer and whose
-receiver must be this node (no spoofing through a link). When the peer breaks the protocol --
+The handshake is two hellos: the dialing side opens with a `LinkHello` naming itself; the accepting
+side learns the peer from it and answers with its own, and the dialer checks that the node it
+meant to dial answered. A link is OPEN (may carry envelopes) only once it has the peer's hello, so
+a listener that accepts and closes never looks like a working link. Until then the first frame
+may be at most `HELLO_MAX_FRAME` bytes. (Hellos are not authenticated yet: the cluster secret's
+challenge-response replaces them with the cluster issue.)
+
+Every later frame is an encoded `Envelope` whose sender must be the peer and whose receiver must
+be this node: a link cannot relay forged addresses (though, until hellos are authenticated, a
+rogue may claim to be a node it is not). When the peer breaks the protocol --
 garbage bytes, an oversize frame, a spoofed address -- the link queues a typed `Error` frame
 (addressed to the peer's `link` pseudo-actor) and moves to CLOSED; the transport flushes and
 closes. An `Error` arriving for our `link` pseudo-actor means the peer closed us for a reason.
@@ -24,6 +31,7 @@ from commy.messages import Address, Envelope, Error, LinkHello
 
 PROTOCOL_VERSION = 1
 LINK_ACTOR = "link"
+HELLO_MAX_FRAME = 1024
 
 
 class LinkState(enum.Enum):
@@ -51,7 +59,11 @@ class LinkFailure:
 
 
 class PeerLink:
-    """State of one connection; `peer=None` means we accepted it and wait for the hello."""
+    """State of one connection.
+
+    `peer=None`: we accepted it and wait for the dialer's hello. `send_hello=True`: we dialed
+    `peer` and wait for its answer. Otherwise (the simulator) the link is open from the start.
+    """
 
     def __init__(
         self,
@@ -66,12 +78,18 @@ class PeerLink:
         self.peer = peer
         self.codec = codec
         self.max_frame = max_frame
-        self.state = LinkState.OPEN if peer is not None else LinkState.AWAITING_HELLO
+        self.dialer = send_hello
+        handshake = peer is None or send_hello
+        self.state = LinkState.AWAITING_HELLO if handshake else LinkState.OPEN
         self.failure: LinkFailure | None = None
-        self._decoder = FrameDecoder(max_frame)
+        self._decoder = FrameDecoder(max_frame, HELLO_MAX_FRAME if handshake else None)
         self._out: list[bytes] = []
         if send_hello:
-            self._out.append(encode_frame(codec.encode_message(LinkHello(local_node, PROTOCOL_VERSION)), max_frame))
+            self._queue_hello()
+
+    def _queue_hello(self) -> None:
+        hello = self.codec.encode_message(LinkHello(self.local_node, PROTOCOL_VERSION))
+        self._out.append(encode_frame(hello, self.max_frame))
 
     def _move(self, new: LinkState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -191,5 +209,10 @@ class PeerLink:
             raise RemoteProtocolError(f"protocol version {msg.protocol_version} not supported")
         if not msg.node_id or msg.node_id == self.local_node:
             raise RemoteProtocolError(f"bad node id in hello: {msg.node_id!r}")
-        self.peer = msg.node_id
+        if self.dialer:
+            if msg.node_id != self.peer:
+                raise RemoteProtocolError(f"dialed {self.peer!r} but {msg.node_id!r} answered")
+        else:
+            self.peer = msg.node_id
+            self._queue_hello()
         self._move(LinkState.OPEN)

@@ -62,10 +62,12 @@ class SimHost:
     def transmit(self, env: Envelope) -> None:
         if not self.alive:  # a node being torn down by a crash must not reach anyone
             return
-        try:
-            link = self.links[env.receiver.node]
-        except KeyError:
-            raise ValueError(f"{self.node_id} sent to unknown node {env.receiver.node!r}") from None
+        link = self.links.get(env.receiver.node)
+        if link is None:
+            # Like the TCP transport's `unroutable`: a node we have no link to (e.g. a rogue's
+            # claimed id) is not reachable, and saying so is not a bug in the sender.
+            self._net.unroutable(self.node_id, env)
+            return
         now = self._sched.now
         if link.fast and now >= link.down_until:
             # The network's common case, inlined here because it runs once per message: encode,

@@ -268,6 +268,11 @@ class Network:
         self.dropped += 1
         self.trace.record(self._t(), link.src, "net", "drop", (reason, link.dst, what))
 
+    def unroutable(self, src: str, env: Envelope) -> None:
+        """`src` sent to a node it has no link to: dropped and traced, as TCP counts it."""
+        self.dropped += 1
+        self.trace.record(self._t(), src, "net", "drop", ("unroutable", env.receiver.node, env.msg_id))
+
     def transmit(self, link: SimLink, env: Envelope) -> None:
         """Carry `env` over `link`: everything but the common case, which `SimHost.transmit`
         inlines (uniform latency, FIFO, no loss, no partition: see `SimLink.fast`)."""

@@ -19,7 +19,7 @@ spoofed -- is the link's. What lives here is only what a socket adds:
   the same way but keeps delivering what the peer already sent on it, so nothing in flight is lost.
 
 The owner (`TcpTransport`) hears `conn_opened` (the socket is connected), `conn_ready` (the peer
-is known: at connect for a dialer, after the hello for an acceptor), `conn_gone` (at most once,
+has said hello: the answer to ours when we dialed, its opening hello when we accepted), `conn_gone` (at most once,
 with a reason; a connection the owner retired itself is not reported), `conn_writable`, and
 `conn_lost` when the socket is finally shut.
 """
@@ -33,7 +33,7 @@ from typing import Protocol, cast
 
 from commy.codec import Codec
 from commy.errors import TIMEOUT
-from commy.link import PeerLink
+from commy.link import LinkState, PeerLink
 from commy.messages import Envelope
 
 _SEQ = itertools.count(1)
@@ -107,8 +107,6 @@ class Connection(asyncio.Protocol):
         if self.gone:
             return  # the owner is shutting down and dropped us at once
         self.flush()  # the hello, when we dialed
-        if self.outbound:
-            self.owner.conn_ready(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self._time()
@@ -120,7 +118,8 @@ class Connection(asyncio.Protocol):
             # Report first: what the good frames before the violation trigger (replies) must
             # not be sent on this link any more.
             self._link_failed()
-        elif not self.ready and not self.gone and link.peer is not None:
+        elif not self.ready and not self.gone and link.state is LinkState.OPEN:
+            self.flush()  # our answering hello, when we accepted
             self.owner.conn_ready(self)
         if envelopes:
             deliver = self._deliver

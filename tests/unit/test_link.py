@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from commy.codec import DEFAULT_CODEC
 from commy.errors import BAD_REQUEST, TOO_LARGE, LocalProtocolError
 from commy.framing import FrameDecoder, encode_frame
-from commy.link import LINK_ACTOR, PROTOCOL_VERSION, LinkFailure, LinkState, PeerLink
+from commy.link import HELLO_MAX_FRAME, LINK_ACTOR, PROTOCOL_VERSION, LinkFailure, LinkState, PeerLink
 from commy.messages import Address, Envelope, Error, HeartbeatPing, LinkHello, ServerStatus
 from tests.helpers import sweep_size
 
@@ -27,16 +27,47 @@ def hello(node: str = "a", version: int = PROTOCOL_VERSION) -> bytes:
 
 
 def frames_out(link: PeerLink) -> list[Envelope]:
-    return [DEFAULT_CODEC.decode(f) for f in FrameDecoder().feed(link.data_to_send())]
+    """The envelopes a link queued, after the answering hello an acceptor sends first."""
+    frames = FrameDecoder().feed(link.data_to_send())
+    if frames and frames[0] == hello(link.local_node)[4:]:
+        frames = frames[1:]
+    return [DEFAULT_CODEC.decode(f) for f in frames]
 
 
 def open_pair() -> tuple[PeerLink, PeerLink]:
-    """Dialer a -> acceptor b, after the hello."""
+    """Dialer a -> acceptor b, after both hellos."""
     dialer, acceptor = PeerLink("a", "b", send_hello=True), PeerLink("b", None)
-    assert acceptor.state is LinkState.AWAITING_HELLO
+    assert acceptor.state is LinkState.AWAITING_HELLO and dialer.state is LinkState.AWAITING_HELLO
     assert acceptor.receive_data(dialer.data_to_send()) == []
     assert acceptor.state is LinkState.OPEN and acceptor.peer == "a"
+    assert dialer.receive_data(acceptor.data_to_send()) == []  # b's answering hello
+    assert dialer.state is LinkState.OPEN
     return dialer, acceptor
+
+
+def test_a_dialer_may_not_send_before_the_answer() -> None:
+    with pytest.raises(LocalProtocolError):
+        PeerLink("a", "b", send_hello=True).send(env())
+
+
+def test_a_dialer_refuses_an_answer_from_another_node() -> None:
+    dialer = PeerLink("a", "b", send_hello=True)
+    dialer.data_to_send()
+    dialer.receive_data(hello("c"))
+    assert dialer.failure is not None and "dialed 'b' but 'c' answered" in dialer.failure.detail
+
+
+def test_before_the_hello_a_frame_may_not_be_large() -> None:
+    acceptor = PeerLink("b", None)
+    acceptor.receive_data((HELLO_MAX_FRAME + 1).to_bytes(4, "big"))
+    assert acceptor.failure is not None and acceptor.failure.code == TOO_LARGE
+
+
+def test_after_the_hello_large_frames_are_fine_even_in_the_same_read() -> None:
+    dialer, acceptor = PeerLink("a", "b", send_hello=True), PeerLink("b", None)
+    big = Envelope(1, None, Address("a", "x"), Address("b", "y"), 1.0, Error("x", "y" * 5000))
+    stream = dialer.data_to_send() + encode_frame(DEFAULT_CODEC.encode(big))
+    assert acceptor.receive_data(stream) == [big]
 
 
 def assert_closed_with_error(link: PeerLink, code: str, receiver: str) -> None:
@@ -58,6 +89,7 @@ def test_hello_then_envelopes_both_ways() -> None:
 
 def test_one_byte_at_a_time_including_the_hello() -> None:
     dialer = PeerLink("a", "b", send_hello=True)
+    dialer.receive_data(hello("b"))  # b's answer, so the dialer may send
     dialer.send(env(msg_id=1))
     assert dialer.encode(env(msg_id=2)) == encode_frame(DEFAULT_CODEC.encode(env(msg_id=2)))
     stream = dialer.data_to_send() + dialer.encode(env(msg_id=2))

@@ -60,7 +60,8 @@ def test_a_silent_connection_is_closed_after_the_read_timeout() -> None:
             writer.write(hello("z"))
             started = asyncio.get_running_loop().time()
             assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 2.0)
-            assert await asyncio.wait_for(reader.read(), 3.0) == b""  # closed by the node
+            # Everything the node ever sends is its answering hello; then it closes the connection.
+            assert await asyncio.wait_for(reader.read(), 3.0) == hello("a")
             assert 0.25 <= asyncio.get_running_loop().time() - started < 2.0
             assert await until(lambda: bool(downs(a, "z")), 1.0)
             assert downs(a, "z")[0].reason == TIMEOUT
@@ -92,13 +93,18 @@ def test_traffic_keeps_a_connection_open() -> None:
 
 def test_a_write_buffer_that_does_not_drain_is_closed_after_the_write_timeout() -> None:
     async def main() -> None:
-        # A peer that accepts connections (the kernel does, from the backlog) but never reads.
-        sink = socket.socket()
-        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sink.bind((LOOPBACK, 0))
-        sink.listen(1)
+        # A peer that answers the hello, then never reads again.
+        stuck: list[asyncio.StreamWriter] = []
+
+        async def answer_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(hello("z"))
+            writer.transport.pause_reading()
+            stuck.append(writer)
+
+        sink = await asyncio.start_server(answer_then_stall, LOOPBACK, 0)
+        sink.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         config = TcpConfig(write_timeout=0.3, high_water=16 * 1024, queue_limit=100)
-        a = await start_node("a", (LOOPBACK, 0), {"z": sink.getsockname()}, heartbeat=None,
+        a = await start_node("a", (LOOPBACK, 0), {"z": sink.sockets[0].getsockname()[:2]}, heartbeat=None,
                              actors={PROBE: Probe}, tcp=config)
         try:
             assert await until(lambda: a.transport.connection_count("z") == 1, 2.0)
@@ -114,6 +120,8 @@ def test_a_write_buffer_that_does_not_drain_is_closed_after_the_write_timeout() 
             assert downs(a, "z")[0].reason == TIMEOUT
         finally:
             await a.close()
+            for writer in stuck:
+                writer.close()
             sink.close()
 
     run(main())

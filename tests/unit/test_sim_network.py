@@ -10,12 +10,14 @@ from commy.core.actor import Actor, Context, handles
 from commy.core.node import Node
 from commy.errors import LocalProtocolError
 from commy.framing import encode_frame
+from commy.link import PROTOCOL_VERSION
 from commy.messages import (
     Address,
     Envelope,
     HeartbeatPing,
     HeartbeatTick,
     LinkDown,
+    LinkHello,
     LinkUp,
     Message,
     ServerStatus,
@@ -255,7 +257,8 @@ def test_rogue_bytes_get_an_error_frame_and_valid_envelopes_get_through() -> Non
     answer = c.network.inject_raw("b", b"\x00\x00\x00\x03abc")
     assert answer.startswith(b"\x00\x00\x00") and b"not valid msgpack" in answer
     env = Envelope(9, None, Address("c", REC), Address("b", REC), 1.0, HeartbeatPing(7, 0.0, ServerStatus.HEALTHY))
-    assert c.network.inject_raw("b", encode_frame(DEFAULT_CODEC.encode(env)), hello_as="c") == b""
+    answer_hello = encode_frame(DEFAULT_CODEC.encode_message(LinkHello("b", PROTOCOL_VERSION)))
+    assert c.network.inject_raw("b", encode_frame(DEFAULT_CODEC.encode(env)), hello_as="c") == answer_hello
     assert seqs(c, "b") == [7]
     assert b"not valid msgpack" in bytes(c.network.rogue_out)
 
@@ -290,3 +293,12 @@ def test_fault_actions_and_node_ids_are_validated() -> None:
         c.schedule(1.0, "explode")
     with pytest.raises(ValueError):
         LinkConfig(loss=1.5)
+
+
+def test_a_reply_to_a_node_without_a_link_is_dropped_not_a_crash() -> None:
+    c = cluster()
+    ping7 = HeartbeatPing(7, 0.0, ServerStatus.HEALTHY)
+    env = Envelope(9, None, Address("b", REC), Address("nowhere", REC), 1.0, ping7)
+    c.hosts["b"].transmit(env)  # what a reply to a rogue's claimed id does
+    c.run_for(0.1)
+    assert c.network.dropped >= 1
