@@ -41,7 +41,8 @@ class TcpConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     read_timeout: float = 30.0  # nothing read for this long closes a connection
     write_timeout: float = 30.0  # a write buffer over high water for this long closes it
-    connect_timeout: float = 5.0
+    connect_timeout: float = 5.0  # to connect, and then to get the peer's hello
+    max_unidentified: int = 64  # accepted connections that have not said hello yet
     backoff_initial: float = 0.05
     backoff_cap: float = 2.0
     queue_limit: int = 10_000  # envelopes held per peer while no connection is writable
@@ -53,8 +54,8 @@ class TcpConfig:
         for name in ("read_timeout", "write_timeout", "connect_timeout", "backoff_initial", "linger"):
             if not 0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"tcp.{name} must be a finite number > 0, got {getattr(self, name)}")
-        if self.queue_limit < 1 or self.high_water < 1:
-            raise ValueError("tcp.queue_limit and tcp.high_water must be >= 1")
+        if self.queue_limit < 1 or self.high_water < 1 or self.max_unidentified < 1:
+            raise ValueError("tcp.queue_limit, tcp.high_water and tcp.max_unidentified must be >= 1")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TransportStats:
     violations: int = 0  # connections closed because the other side broke the protocol
     links_up: int = 0
     links_down: int = 0
+    refused: int = 0  # accepted connections dropped because too many had not said hello
 
 
 class PeerState:
@@ -198,6 +200,7 @@ class TcpTransport:
     def _new_conn(self, peer: str | None) -> Connection:
         c = self.config
         conn = Connection(self, peer, self.node.deliver, max_frame=c.max_frame, read_timeout=c.read_timeout,
+                          hello_timeout=c.connect_timeout,
                           write_timeout=c.write_timeout, linger=c.linger, high_water=c.high_water)
         return conn
 
@@ -257,6 +260,13 @@ class TcpTransport:
         self._conns.add(conn)
         if self._closing:
             conn.abort("closed", "transport closing")
+        elif not conn.outbound and self._unidentified() > self.config.max_unidentified:
+            # Strangers that connect and say nothing must not pile up; known peers are unaffected.
+            self.stats.refused += 1
+            conn.abort("refused", "too many connections waiting for their hello")
+
+    def _unidentified(self) -> int:
+        return sum(1 for c in self._conns if not (c.ready or c.outbound))
 
     def conn_lost(self, conn: Connection) -> None:
         self._conns.discard(conn)
@@ -317,6 +327,10 @@ class TcpTransport:
     def connection_count(self, name: str) -> int:
         peer = self.peers.get(name)
         return len(peer.conns) if peer is not None else 0
+
+    def open_connections(self) -> int:
+        """Connections not yet lost: peers, duplicates being retired and strangers alike."""
+        return len(self._conns)
 
     def settled(self) -> bool:
         """Every configured peer has exactly one connection and no dial is in flight."""

@@ -10,6 +10,7 @@ spoofed -- is the link's. What lives here is only what a socket adds:
   message;
 - back-pressure: past the high-water mark the connection is `paused` and the owner queues new
   envelopes itself; a buffer that does not drain within `write_timeout` aborts the connection;
+- a hello check: a connection whose peer has not said hello within `hello_timeout` is aborted;
 - an idle check: nothing read for `read_timeout` closes it (one timer, re-armed lazily, instead of
   resetting a timer on every read);
 - closing politely: after a violation the link's `Error` frame is written, the write side is shut
@@ -62,6 +63,7 @@ class Connection(asyncio.Protocol):
         *,
         max_frame: int,
         read_timeout: float,
+        hello_timeout: float,
         write_timeout: float,
         linger: float,
         high_water: int,
@@ -79,12 +81,14 @@ class Connection(asyncio.Protocol):
         self._loop = owner.loop
         self._time = owner.loop.time
         self._read_timeout = read_timeout
+        self._hello_timeout = hello_timeout
         self._write_timeout = write_timeout
         self._linger = linger
         self._high_water = high_water
         self.flush_scheduled = False
         self.last_read = self._time()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
 
@@ -103,6 +107,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=self._high_water)
         self._idle_timer = self._loop.call_later(self._read_timeout, self._check_idle)
+        self._hello_timer = self._loop.call_later(self._hello_timeout, self._check_hello)
         self.owner.conn_opened(self)
         if self.gone:
             return  # the owner is shutting down and dropped us at once
@@ -133,7 +138,7 @@ class Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._idle_timer, self._write_timer, self._linger_timer):
+        for timer in (self._idle_timer, self._hello_timer, self._write_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
         if exc is None:
@@ -223,6 +228,11 @@ class Connection(asyncio.Protocol):
             self.abort(TIMEOUT, f"nothing read for {idle:.1f} s")
         else:
             self._idle_timer = self._loop.call_later(self._read_timeout - idle, self._check_idle)
+
+    def _check_hello(self) -> None:
+        self._hello_timer = None
+        if not self.ready and not self.gone:
+            self.abort(TIMEOUT, f"no hello within {self._hello_timeout:g} s")
 
     def _write_stalled(self) -> None:
         self._write_timer = None

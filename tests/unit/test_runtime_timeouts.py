@@ -125,3 +125,41 @@ def test_a_write_buffer_that_does_not_drain_is_closed_after_the_write_timeout() 
             sink.close()
 
     run(main())
+
+
+def test_a_connection_that_never_says_hello_is_dropped() -> None:
+    async def main() -> None:
+        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+                             tcp=TcpConfig(connect_timeout=0.2))
+        try:
+            reader, writer = await asyncio.open_connection(*a.address)
+            assert await asyncio.wait_for(reader.read(), 3.0) == b""  # closed, having said nothing
+            writer.close()
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_silent_strangers_beyond_the_cap_are_refused_and_peers_still_connect() -> None:
+    async def main() -> None:
+        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+                             tcp=TcpConfig(max_unidentified=3))
+        writers = []
+        try:
+            for _ in range(6):
+                writers.append((await asyncio.open_connection(*a.address))[1])
+            assert await until(lambda: a.transport.stats.refused == 3, 2.0)
+            for w in writers:  # the strangers leave, freeing their slots ...
+                w.close()
+            assert await until(lambda: a.transport.open_connections() == 0, 2.0)
+            _, writer = await asyncio.open_connection(*a.address)
+            writers.append(writer)
+            writer.write(hello("z"))  # ... and now a real peer gets in
+            assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 2.0)
+        finally:
+            for w in writers:
+                w.close()
+            await a.close()
+
+    run(main())
