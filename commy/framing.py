@@ -56,7 +56,7 @@ class FrameDecoder:
         """
         if self._need < 0 and not self._buf and self._failed is None and len(data) >= HEADER_SIZE:
             (size,) = _unpack_header(data)
-            if size == len(data) - HEADER_SIZE and size <= (self._first_limit or self.max_frame):
+            if size == len(data) - HEADER_SIZE and size <= (self.max_frame if self._first_limit is None else self._first_limit):
                 self._first_limit = None
                 return data[HEADER_SIZE:] if type(data) is bytes else bytes(data[HEADER_SIZE:])
         return None

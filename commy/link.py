@@ -175,6 +175,8 @@ class PeerLink:
         try:
             for frame in self._decoder.feed(data):
                 if self.state is LinkState.AWAITING_HELLO:
+                    if self.dialer and self._refused(frame):
+                        break
                     self._accept_hello(frame)
                     continue
                 env = self.codec.decode(frame)
@@ -200,6 +202,17 @@ class PeerLink:
         self._queue_error(exc.code, exc.detail)
         self.failure = LinkFailure(exc.code, exc.detail, by_peer=False)
         self._move(LinkState.CLOSED)
+
+    def _refused(self, frame: bytes) -> bool:
+        """Did the node we dialed answer with an Error (it refused our hello) instead of a hello?"""
+        try:
+            env = self.codec.decode(frame)
+        except RemoteProtocolError:
+            return False  # not an envelope: `_accept_hello` says what is wrong with it
+        if env.receiver.name == LINK_ACTOR and type(env.body) is Error:
+            self._peer_closed(env.body)
+            return True
+        return False
 
     def _accept_hello(self, frame: bytes) -> None:
         msg = self.codec.decode_message(frame)

@@ -226,10 +226,10 @@ class TcpTransport:
             )
         except (TimeoutError, OSError) as exc:
             self._log("debug", "dial_failed", peer=peer.name, error=f"{type(exc).__name__}: {exc}")
-        finally:
             peer.dialing = False
-        if not peer.up:  # refused, timed out, or connected and already lost
             self._schedule_dial(peer, peer.backoff.next())
+        # Connected: the dial is still in flight until the peer's hello makes the connection
+        # ready (`conn_ready`) or it is lost first (`conn_gone` redials, with a longer backoff).
 
     # ---- connection events (from tcp_conn.Connection)
 
@@ -240,6 +240,8 @@ class TcpTransport:
         name = conn.link.peer
         assert name is not None
         peer = self._peer(name)
+        if conn.outbound:
+            peer.dialing = False
         conn.ready = True
         peer.conns.append(conn)
         self._resolve(peer)
@@ -276,6 +278,12 @@ class TcpTransport:
         if failure is not None and not failure.by_peer:
             self.stats.violations += 1
             self._log("warning", "link_violation", peer=conn.link.peer, code=failure.code, detail=failure.detail)
+        if conn.outbound and not conn.ready:
+            dialed = self.peers.get(conn.link.peer or "")
+            if dialed is not None:  # our dial ended before the peer's hello: try again, later
+                dialed.dialing = False
+                self._schedule_dial(dialed, dialed.backoff.next())
+            return
         peer = self.peers.get(conn.link.peer) if conn.ready and conn.link.peer is not None else None
         if peer is None or conn not in peer.conns:
             return  # never ready, or already retired

@@ -125,6 +125,9 @@ class Connection(asyncio.Protocol):
             self._link_failed()
         elif not self.ready and not self.gone and link.state is LinkState.OPEN:
             self.flush()  # our answering hello, when we accepted
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
+                self._hello_timer = None
             self.owner.conn_ready(self)
         if envelopes:
             deliver = self._deliver

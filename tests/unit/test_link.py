@@ -194,3 +194,13 @@ def test_random_bytes_only_close_the_link(data: bytes, after_hello: bool, rnd: r
         link.data_to_send()
     else:
         assert link.failure is None
+
+
+def test_a_dialer_hears_why_its_hello_was_refused() -> None:
+    dialer, acceptor = PeerLink("a", "b", send_hello=True), PeerLink("b", None)
+    acceptor.receive_data(hello("a", version=PROTOCOL_VERSION + 1))
+    dialer.data_to_send()
+    dialer.receive_data(acceptor.data_to_send())
+    assert dialer.failure == LinkFailure(BAD_REQUEST, f"protocol version {PROTOCOL_VERSION + 1} not supported",
+                                         by_peer=True)
+    assert dialer.data_to_send() == b""  # nothing sent back: the peer's reason is final

@@ -163,3 +163,28 @@ def test_silent_strangers_beyond_the_cap_are_refused_and_peers_still_connect() -
             await a.close()
 
     run(main())
+
+
+def test_a_slow_answering_peer_gets_one_connection_not_one_per_backoff() -> None:
+    async def main() -> None:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            await asyncio.sleep(0.6)  # far longer than the first backoff steps (50, 100, 200 ms)
+            writer.write(hello("z"))
+
+        z = await asyncio.start_server(answer_late, LOOPBACK, 0)
+        a = await start_node("a", (LOOPBACK, 0), {"z": z.sockets[0].getsockname()[:2]}, heartbeat=None,
+                             actors={PROBE: Probe})
+        try:
+            assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 3.0)
+            await asyncio.sleep(0.3)
+            assert len(accepted) == 1
+        finally:
+            await a.close()
+            for w in accepted:
+                w.close()
+            z.close()
+
+    run(main())
