@@ -56,7 +56,8 @@ class FrameDecoder:
         """
         if self._need < 0 and not self._buf and self._failed is None and len(data) >= HEADER_SIZE:
             (size,) = _unpack_header(data)
-            if size == len(data) - HEADER_SIZE and size <= (self.max_frame if self._first_limit is None else self._first_limit):
+            limit = self.max_frame if self._first_limit is None else self._first_limit
+            if size == len(data) - HEADER_SIZE and size <= limit:
                 self._first_limit = None
                 return data[HEADER_SIZE:] if type(data) is bytes else bytes(data[HEADER_SIZE:])
         return None

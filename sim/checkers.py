@@ -127,7 +127,7 @@ class DownDetection(Checker):
     """A crashed or cut-off peer is DOWN for every running node within `bound` seconds.
 
     Expectations start at a crash (every running node must see the victim DOWN) or a partition
-    (both ends of every pair it cuts); they are withdrawn when the observer crashes, pauses or
+    (the receiving end of every wire it cuts); they are withdrawn when the observer crashes, pauses or
     restarts, when the victim restarts, or (for a partition) at heal. `detections` keeps
     (observer, peer, since, latency) for each one met.
     """
@@ -165,12 +165,12 @@ class DownDetection(Checker):
         elif event == "heal":
             self._withdraw(lambda k, v: v[1] != "partition")
         elif event in PARTITIONS:
-            net = self.cluster.network
-            for a, b in net.blocked_pairs():
-                if self.cluster.running(b):
-                    self._add(a, b, t, "partition")
-                if self.cluster.running(a):
-                    self._add(b, a, t, "partition")
+            # A node must notice a peer it can no longer *hear*: for a cut wire src -> dst, dst
+            # must see src DOWN. (Across a one-way cut, src still hears dst's heartbeats and may
+            # keep it HEALTHY; a symmetric cut blocks both wires, so both sides must notice.)
+            for src, dst in self.cluster.network.blocked_pairs():
+                if self.cluster.running(src):
+                    self._add(dst, src, t, "partition")
         else:
             change = peer_change(row)
             if change is not None and change[2] == "down":

@@ -2,14 +2,15 @@
 
 Every `interval` seconds (a `HeartbeatTick` timer) the monitor counts, for each peer, whether the
 previous ping went unanswered, then sends a new `HeartbeatPing` with the next sequence number. A
-`HeartbeatPong` for a sequence newer than the last answered one clears the miss count and makes the
-peer HEALTHY again, whatever it was. `suspect_after` consecutive misses make it SUSPECTED and
-`down_after` make it DOWN. Any node's pings are answered, configured peer or not.
+`HeartbeatPong` for a sequence newer than the last answered one, or a `HeartbeatPing` from the peer
+itself, clears the miss count and makes the peer HEALTHY again, whatever it was. `suspect_after`
+consecutive misses make it SUSPECTED and `down_after` make it DOWN. Any node's pings are answered,
+configured peer or not.
 
-With the defaults (0.3 s, 2, 5) a dead peer is DOWN 1.5-1.8 s after its last answer. At 5% loss
-per message a round trip fails about one time in ten, so five failed rounds in a row -- a false
-DOWN -- happen about once in 110,000 rounds per peer (every ~9 hours per pair at 0.3 s); indirect
-probes before DOWN (the cluster issue) are what will make that rarer.
+With the defaults (0.3 s, 2, 5) a dead peer is DOWN 1.5-1.8 s after its last word. At 5% loss per
+message a round trip fails about one time in ten, but a round without any word from the peer (our
+round trip failed and its ping was lost) about one time in two hundred, so five in a row -- a false
+DOWN -- is a few in a trillion rounds. A one-way cut is seen by the side that stops hearing.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ class HeartbeatMonitor(Actor):
     @handles(HeartbeatPing)
     def on_ping(self, msg: HeartbeatPing, env: Envelope) -> None:
         self.ctx.reply(env, HeartbeatPong(msg.seq, msg.sent_at, self.status))
+        view = self.table.views.get(env.sender.node)
+        if view is not None and view.state is not PeerState.LEFT:
+            # The peer's own heartbeat is evidence too: a round is missed only when our ping or
+            # its pong is lost *and* the peer's ping to us is lost, which at 5% loss per message
+            # turns a false DOWN from hours away into practically never.
+            view.missed = 0
+            self._move(env.sender.node, PeerState.HEALTHY)
 
     @handles(HeartbeatPong)
     def on_pong(self, msg: HeartbeatPong, env: Envelope) -> None:

@@ -167,3 +167,16 @@ def test_transition_table_matches_the_design() -> None:
     assert s.HEALTHY in TRANSITIONS[s.DOWN] and s.HEALTHY in TRANSITIONS[s.SUSPECTED]  # recovery
     assert TRANSITIONS[s.LEFT] == {s.JOINING} and all(s.LEFT in TRANSITIONS[x] for x in s if x is not s.LEFT)
     assert s.JOINING not in TRANSITIONS[s.HEALTHY] | TRANSITIONS[s.SUSPECTED] | TRANSITIONS[s.DOWN]
+
+
+def test_the_peers_own_ping_counts_as_hearing_from_it() -> None:
+    hb, ctx = monitor(("n1", "n2"))
+    for _ in range(4):  # n2 answers none of our pings ...
+        tick(ctx)
+    assert states(hb)["n2"] == "suspected"
+    deliver(hb, HeartbeatPing(1, 0.0, OK), Address("n2", HEARTBEAT))  # ... but its own ping arrives
+    assert states(hb)["n2"] == "healthy" and hb.table.views["n2"].missed == 0
+    assert [type(s.msg) for s in ctx.take_sent()] == [HeartbeatPong]
+    for _ in range(5):
+        tick(ctx)
+    assert states(hb)["n2"] == "down"  # silence again: DOWN after 5 missed rounds, as before
