@@ -193,10 +193,7 @@ def _partition(cluster: SimCluster, duration: float) -> None:
     min_duration=QUIESCE + DETECTION_BOUND + 2.0,
 )
 def _restart(cluster: SimCluster, duration: float) -> None:
-    crash_at = min(3.0, duration - QUIESCE - DETECTION_BOUND - 1.0)
-    victim = cluster.node_ids[-1]
-    cluster.schedule(crash_at, "crash", victim)
-    cluster.schedule(crash_at + DETECTION_BOUND + 1.0, "restart", victim)
+    _outage(cluster, duration, "crash", "restart")
 
 
 @scenario(
@@ -204,10 +201,15 @@ def _restart(cluster: SimCluster, duration: float) -> None:
     min_duration=QUIESCE + DETECTION_BOUND + 2.0,
 )
 def _pause(cluster: SimCluster, duration: float) -> None:
-    pause_at = min(3.0, duration - QUIESCE - DETECTION_BOUND - 1.0)
+    _outage(cluster, duration, "pause", "resume")
+
+
+def _outage(cluster: SimCluster, duration: float, stop: str, start: str) -> None:
+    """The last node stops at 3 s (earlier in a short run) and starts again once it is seen DOWN."""
+    at = min(3.0, duration - QUIESCE - DETECTION_BOUND - 1.0)
     victim = cluster.node_ids[-1]
-    cluster.schedule(pause_at, "pause", victim)
-    cluster.schedule(pause_at + DETECTION_BOUND + 1.0, "resume", victim)
+    cluster.schedule(at, stop, victim)
+    cluster.schedule(at + DETECTION_BOUND + 1.0, start, victim)
 
 
 @scenario(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,6 +21,7 @@ from commy.runtime.standalone import RunningNode, start_node
 from commy.runtime.tcp import TcpConfig, TcpTransport
 from commy.runtime.tcp_conn import Connection
 from tests.conformance.harness import PROBE, Probe
+from tests.helpers.aio import probe, until
 from tests.helpers.fake_host import FakeHost
 
 LOOPBACK = "127.0.0.1"
@@ -79,17 +79,6 @@ def test_a_lone_connection_from_the_higher_id_is_used() -> None:
     assert active is only and kept == [only] and not only.retired
 
 
-async def until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.002)
-    return True
-
-
-def probe(r: RunningNode) -> Probe:
-    return cast(Probe, r.node.actors[PROBE])
 
 
 def the_socket(r: RunningNode, peer: str) -> tuple[object, object]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
-from typing import cast
 
 from commy.codec import DEFAULT_CODEC
 from commy.errors import TIMEOUT
@@ -20,21 +18,11 @@ from commy.runtime.loop import run
 from commy.runtime.standalone import RunningNode, start_node
 from commy.runtime.tcp import TcpConfig
 from tests.conformance.harness import PROBE, Probe
+from tests.helpers.aio import probe, until
 
 LOOPBACK = "127.0.0.1"
 
 
-async def until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
-def probe(r: RunningNode) -> Probe:
-    return cast(Probe, r.node.actors[PROBE])
 
 
 def downs(r: RunningNode, peer: str) -> list[LinkDown]:
