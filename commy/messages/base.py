@@ -1,13 +1,13 @@
-"""Every typed message commy exchanges, in one place.
+"""The message machinery: the registry, `@message`, the shared records and the envelope.
 
 A message is a frozen, slotted dataclass registered with `@message(tag)` under a stable numeric tag
 and a schema version; the codec (`commy.codec`) generates one encoder and one strict decoder per
 class from the field annotations. Nested records that are not messages themselves (`Address`,
 `TenantMetadata`, ...) are plain frozen dataclasses and travel as arrays inside their parent.
 
-Tags are grouped by protocol: 1-9 link, 10-49 peer (server <-> server), 100-199 client (later),
-1000+ local only (timers and events an actor receives from its own node; they never cross a wire,
-but they are registered too so traces and dead-letter checks treat every message alike).
+Tags are grouped by protocol, one module each: 1-9 link and 10-49 peer (`peer.py`, server <->
+server), 100-199 client (`client.py`, client <-> server over WebSocket), 1000+ local only
+(`local.py`). `commy.messages` re-exports them all.
 
 An `Envelope` wraps every message in flight: message id, the id of the request it answers (if any),
 sender and receiver addresses, and the sender's timestamp.
@@ -68,6 +68,20 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.node}/{self.name}"
+
+
+CLIENT_NODE_PREFIX = "client:"
+"""A WebSocket client's connection appears to a node as the actor `client` on the pseudo-node
+`client:<connection id>`: replies to it leave through the host like a remote send, and the
+gateway (or the simulator) carries them to the connection."""
+
+
+def client_address(conn_id: str) -> Address:
+    return Address(CLIENT_NODE_PREFIX + conn_id, "client")
+
+
+def is_client(addr: Address) -> bool:
+    return addr.node.startswith(CLIENT_NODE_PREFIX)
 
 
 class ServerStatus(enum.Enum):
@@ -149,155 +163,3 @@ if TYPE_CHECKING:
         """`Envelope(...)`, faster: the one fast envelope constructor (node `send`, codec `decode`)."""
 else:
     new_envelope = fast_constructor(Envelope)
-
-
-# --------------------------------------------------------------------------- link protocol (1-9)
-
-
-@message(1)
-@dataclass(frozen=True, slots=True)
-class LinkHello(Message):
-    """First frame on a new TCP connection: who is dialing, and which protocol version it speaks."""
-
-    node_id: str
-    protocol_version: int
-
-
-# --------------------------------------------------------------------------- peer protocol (10-49)
-
-
-@message(10)
-@dataclass(frozen=True, slots=True)
-class HeartbeatPing(Message):
-    seq: int
-    sent_at: float
-    status: ServerStatus
-
-
-@message(11)
-@dataclass(frozen=True, slots=True)
-class HeartbeatPong(Message):
-    seq: int
-    ping_sent_at: float
-    status: ServerStatus
-
-
-@message(12)
-@dataclass(frozen=True, slots=True)
-class SyncServiceRequest(Message):
-    tenant: str
-    service: str
-    since_version: int
-
-
-@message(13)
-@dataclass(frozen=True, slots=True)
-class SyncServiceResponse(Message):
-    tenant: str
-    service: str
-    entries: tuple[VariableEntry, ...]
-    version: int
-
-
-@message(14)
-@dataclass(frozen=True, slots=True)
-class ClientMigration(Message):
-    session_id: str
-    client_id: str
-    target_node: str
-    target_url: str
-    reason: MigrationReason
-
-
-@message(15)
-@dataclass(frozen=True, slots=True)
-class ClientMigrationAck(Message):
-    session_id: str
-    accepted: bool
-    detail: str
-
-
-@message(16)
-@dataclass(frozen=True, slots=True)
-class FileTransferRequest(Message):
-    transfer_id: str
-    tenant: str
-    service: str
-    from_chunk: int
-    chunk_size: int
-
-
-@message(17)
-@dataclass(frozen=True, slots=True)
-class FileTransferChunk(Message):
-    transfer_id: str
-    index: int
-    total: int
-    data: bytes
-    sha256: bytes
-    whole_sha256: bytes
-
-
-@message(18)
-@dataclass(frozen=True, slots=True)
-class MetadataExchange(Message):
-    node_id: str
-    status: ServerStatus
-    tenants: tuple[TenantMetadata, ...]
-    challenge: bytes
-
-
-@message(19)
-@dataclass(frozen=True, slots=True)
-class MetadataExchangeAck(Message):
-    node_id: str
-    status: ServerStatus
-    tenants: tuple[TenantMetadata, ...]
-    response: bytes
-
-
-@message(20)
-@dataclass(frozen=True, slots=True)
-class Error(Message):
-    """A typed error reply: `code` is one of the stable codes in `commy.errors`."""
-
-    code: str
-    detail: str
-
-
-# --------------------------------------------------------------------------- local only (1000+)
-
-
-@message(1000, scope=LOCAL)
-@dataclass(frozen=True, slots=True)
-class LinkUp(Message):
-    """The runtime has a working connection to `peer`."""
-
-    peer: str
-
-
-@message(1001, scope=LOCAL)
-@dataclass(frozen=True, slots=True)
-class LinkDown(Message):
-    """The connection to `peer` closed or failed; `reason` says why (an error code or 'closed')."""
-
-    peer: str
-    reason: str
-    detail: str
-
-
-@message(1002, scope=LOCAL)
-@dataclass(frozen=True, slots=True)
-class HeartbeatTick(Message):
-    """Timer: time for the heartbeat monitor's next round."""
-
-
-@message(1003, scope=LOCAL)
-@dataclass(frozen=True, slots=True)
-class PeerStateChanged(Message):
-    """Published by the heartbeat monitor when its view of a peer changes."""
-
-    peer: str
-    old: str
-    new: str
-    at: float

@@ -1,0 +1,182 @@
+"""The client hub's shared state and the helpers every group of operations uses.
+
+`HubBase` declares what the hub holds (connections, subscriptions, writer slots, lockouts, the
+catalog and the store) and the checks every operation starts with: which session a request acts
+in (`session_for`), whether it holds a permission (`require`), who is a server admin, and how a
+session or a connection ends. The operation mixins (`AuthOps`, `VariableOps`, `AdminOps`) build on
+it and `ClientHub` (`commy.core.clients`) puts them together as one actor.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from commy.core.actor import Actor
+from commy.core.auth import Lockout, TokenSigner
+from commy.core.catalog import Catalog
+from commy.core.permissions import Permission
+from commy.core.sessions import ClientConn, Session, SessionState, WriterSlots
+from commy.core.store_api import ServiceStore
+from commy.core.subscriptions import SubscriptionIndex
+from commy.errors import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, RemoteProtocolError
+from commy.messages import CatalogChanged, CloseClient, Envelope, Error, LocalPollTick, Message, PermissionRevoked
+from commy.messages.client import SERVER
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    heartbeat_timeout: float = 60.0  # a client silent this long is dropped
+    sweep_interval: float = 1.0
+    token_ttl: float = 3600.0
+    max_failures: int = 5  # failed logins per key before it locks ...
+    lockout_window: float = 300.0  # ... within this window
+    lockout_for: float = 300.0  # ... for this long; a source address gets ten times the tries
+    local_poll: float = 0.001  # how often mapped files are checked for local writes
+    delegated_timeout: float = 10.0
+    max_names: int = 10_000  # variables per request
+    max_sessions: int = 64  # tenants per connection
+    max_bad_requests: int = 100  # refused requests before the connection is closed
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_timeout", "sweep_interval", "token_ttl", "lockout_window", "lockout_for",
+                     "local_poll", "delegated_timeout"):
+            value = getattr(self, name)
+            if not 0 < value < float("inf"):
+                raise ValueError(f"clients.{name} must be a finite number > 0, got {value!r}")
+        for name in ("max_failures", "max_names", "max_sessions", "max_bad_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"clients.{name} must be >= 1")
+
+
+class HubBase(Actor):
+    """State and shared checks of the client hub (see `commy.core.clients.ClientHub`)."""
+
+    REQUESTS: ClassVar[dict[type[Message], str]] = {}  # request type -> method name, per mixin
+
+    catalog: Catalog
+    store: ServiceStore
+    signer: TokenSigner
+    entropy: Callable[[int], bytes]
+    config: HubConfig
+    auth_hooks: str | None
+    conns: dict[str, ClientConn]
+    subs: SubscriptionIndex
+    key_lockout: Lockout
+    peer_lockout: Lockout
+    epoch: int
+    slots: dict[tuple[str, str], WriterSlots]
+    seen: dict[tuple[str, str], dict[str, int]]
+    marks: dict[tuple[str, str], int]
+    last_writer: dict[tuple[str, str, str], str]
+    pending_auth: dict[str, tuple[str, Envelope]]
+    stats: dict[str, int]
+    poll_timer: Any
+
+    # ---- checks
+
+    def session_for(self, conn: ClientConn, tenant: str) -> Session:
+        """The open session `conn` holds on `tenant`, with its permissions brought up to date."""
+        session = conn.session(tenant) if type(tenant) is str else None
+        if session is None:
+            what = "the server" if tenant == SERVER else f"tenant {str(tenant)[:64]!r}"
+            raise RemoteProtocolError(f"not authenticated on {what}: send Authenticate first", UNAUTHENTICATED)
+        if session.epoch != self.epoch:
+            session.permissions = self.permissions_of(session.client_id, tenant)
+            session.epoch = self.epoch
+        return session
+
+    def permissions_of(self, client_id: str, tenant: str) -> frozenset[Permission]:
+        if tenant == SERVER:
+            return frozenset(Permission) if self.catalog.is_server_admin(client_id) else frozenset()
+        return self.catalog.permissions(client_id, tenant)
+
+    def require(self, conn: ClientConn, tenant: str, *perms: Permission) -> Session:
+        session = self.session_for(conn, tenant)
+        missing = [p.value for p in perms if p not in session.permissions]
+        if missing:
+            raise RemoteProtocolError(f"client {session.client_id!r} lacks {', '.join(missing)} on tenant "
+                                      f"{tenant!r}", FORBIDDEN)
+        return session
+
+    def require_server_admin(self, conn: ClientConn) -> str:
+        """The client id of a server admin holding a session on `conn`, else an error."""
+        open_sessions = [s for s in conn.sessions.values() if s.open]
+        if not open_sessions:
+            raise RemoteProtocolError("not authenticated: send Authenticate first", UNAUTHENTICATED)
+        for session in open_sessions:
+            if self.catalog.is_server_admin(session.client_id):
+                return session.client_id
+        raise RemoteProtocolError("this operation needs a server admin's key", FORBIDDEN)
+
+    def tenant_admin(self, conn: ClientConn, tenant: str) -> str:
+        """The client id allowed to administer `tenant` (a tenant admin or a server admin)."""
+        for session in conn.sessions.values():
+            if session.open and self.catalog.is_server_admin(session.client_id):
+                return session.client_id
+        return self.require(conn, tenant, Permission.TENANT_ADMIN).client_id
+
+    def check_count(self, what: str, items: tuple[object, ...]) -> None:
+        if len(items) > self.config.max_names:
+            raise RemoteProtocolError(f"too many {what}: {len(items)} > {self.config.max_names}", BAD_REQUEST)
+
+    def park(self, conn: ClientConn) -> None:
+        """Hold `conn`'s next requests until `ClientHub.unpark` (a delegated login is pending)."""
+        conn.parked = deque()
+
+    def ensure_polling(self) -> None:
+        """Keep the local-write poll running while any service file is mapped."""
+        if self.poll_timer is None and self.slots:
+            self.poll_timer = self.ctx.set_timer(self.config.local_poll, LocalPollTick())
+
+    def release_mapping(self, conn: ClientConn, key: tuple[str, str]) -> None:
+        slot = conn.mapped.pop(key, None)
+        slots = self.slots.get(key)
+        if slot is None or slots is None:
+            return
+        slots.release(slot)
+        if not slots.owners:
+            del self.slots[key]
+            self.seen.pop(key, None)
+            self.marks.pop(key, None)
+
+    def drop(self, conn: ClientConn, code: str, detail: str) -> None:
+        """Close a connection from this side (the gateway sends the Error, then closes)."""
+        self.stats["dropped"] += 1
+        self.ctx.log.info("client_dropped", conn=conn.conn_id, code=code, detail=detail)
+        self.ctx.send(conn.address, CloseClient(code, detail))
+        self.forget(conn, SessionState.CLOSED)
+
+    def forget(self, conn: ClientConn, final: SessionState) -> None:
+        for tenant in list(conn.sessions):
+            self.end_session(conn, tenant, final, notify=None)
+        self.subs.drop_conn(conn.conn_id)
+        self.conns.pop(conn.conn_id, None)
+        for ref in [r for r, (c, _) in self.pending_auth.items() if c == conn.conn_id]:
+            del self.pending_auth[ref]
+
+    def end_session(self, conn: ClientConn, tenant: str, final: SessionState, notify: str | None) -> None:
+        """End `conn`'s session on `tenant`: unmap, unsubscribe, optionally tell it why."""
+        session = conn.sessions.pop(tenant, None)
+        if session is None:
+            return
+        if session.open:
+            session.move(final)
+        for key in [k for k in conn.mapped if k[0] == tenant]:
+            self.release_mapping(conn, key)
+        self.subs.drop_conn(conn.conn_id, tenant)
+        if notify is not None:
+            self.ctx.send(conn.address, PermissionRevoked(tenant, notify))
+
+    def refuse(self, conn: ClientConn, env: Envelope, code: str, detail: str) -> None:
+        self.stats["errors"] += 1
+        self.ctx.reply(env, Error(code, detail))
+        conn.bad_requests += 1
+        if conn.bad_requests > self.config.max_bad_requests and conn.conn_id in self.conns:
+            self.drop(conn, BAD_REQUEST, f"more than {self.config.max_bad_requests} refused requests")
+
+    def catalog_changed(self) -> None:
+        self.epoch += 1
+        self.ctx.publish(CatalogChanged(self.catalog.snapshot()))
