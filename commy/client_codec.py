@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 
 from commy.codec import Codec
-from commy.errors import BAD_FRAME, UNKNOWN_MESSAGE, LocalProtocolError, RemoteProtocolError
+from commy.errors import BAD_FRAME, BAD_REQUEST, UNKNOWN_MESSAGE, LocalProtocolError, RemoteProtocolError
 from commy.messages import REGISTRY, Message
 from commy.messages.client import CLIENT_REPLIES, CLIENT_REQUESTS
 
@@ -147,7 +147,7 @@ class ClientCodec:
         names, shapes = self._json[cls]
         extra = set(obj) - set(names) - {"type", "id"}
         if extra:
-            raise FrameError(f"{cls.__name__}: unknown field {sorted(extra)[0][:40]!r}", request_id=request_id)
+            raise FrameError(f"{cls.__name__}: unknown field {sorted(extra)[0][:40]!r}", BAD_REQUEST, request_id)
         try:
             body = [cls.TAG, cls.VERSION, *_object_to_list(obj, names, shapes, cls.__name__)]
         except RemoteProtocolError as exc:

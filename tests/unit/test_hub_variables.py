@@ -12,15 +12,15 @@ from commy.messages import (
     CLIENT_REQUESTS,
     Authenticate,
     ClientMigrationAck,
-    Heartbeat,
-    MigrationAck,
-    RefreshToken,
-    Resume,
     Error,
     GetVariables,
+    Heartbeat,
     MapService,
     Message,
+    MigrationAck,
     NamedValue,
+    RefreshToken,
+    Resume,
     ServiceMapped,
     SetVariables,
     Subscribe,
@@ -30,6 +30,7 @@ from commy.messages import (
     VariableChanged,
     VariablesData,
     VariablesUpdated,
+    VariableVersion,
 )
 from tests.helpers.hub import HubHarness
 from tests.helpers.strategies import messages
@@ -59,16 +60,11 @@ def session(h: HubHarness, tenant: str, client: str, scopes: frozenset[str] = fr
 def test_set_then_get_with_versions_and_writer(h: HubHarness) -> None:
     c = session(h, "acme", "alice")
     assert h.ask(c, setv("acme", "s", x=b"1", y=b"2")) == VariablesUpdated(
-        "acme", "s", (VariableVersionOf("x", 1), VariableVersionOf("y", 1)))
+        "acme", "s", (VariableVersion("x", 1), VariableVersion("y", 1)))
     h.ask(c, setv("acme", "s", x=b"3"))
     data = h.ask(c, GetVariables("acme", "s", ("x", "missing")))
     assert isinstance(data, VariablesData)
     assert [(v.name, v.value, v.version, v.changed_by) for v in data.variables] == [("x", b"3", 2, "alice")]
-
-
-def VariableVersionOf(name: str, version: int):  # noqa: N802, ANN201 - reads like the record
-    from commy.messages import VariableVersion
-    return VariableVersion(name, version)
 
 
 def test_a_reader_cannot_write_or_create(h: HubHarness) -> None:
@@ -96,7 +92,8 @@ def test_subscribers_get_each_change_in_order_with_who_made_it(h: HubHarness) ->
         h.ask(w, setv("acme", "s", x=str(i).encode()))
     h.ask(w, setv("acme", "s", z=b"new"))
     seen = [(e.name, e.value, e.version, e.changed_by) for e in h.events(whole, VariableChanged)]  # type: ignore
-    assert seen == [("x", b"1", 2, "alice"), ("x", b"2", 3, "alice"), ("x", b"3", 4, "alice"), ("z", b"new", 1, "alice")]
+    assert seen == [("x", b"1", 2, "alice"), ("x", b"2", 3, "alice"), ("x", b"3", 4, "alice"),
+                    ("z", b"new", 1, "alice")]
     assert [e.value for e in h.events(one, VariableChanged)] == [b"1", b"2", b"3"]  # type: ignore[attr-defined]
     assert h.events(other, VariableChanged) == []
     h.ask(one, Unsubscribe("acme", "s", ("x",)))
