@@ -1,0 +1,378 @@
+"""The tenant catalog: tenants, services, API keys, grants and revoked tokens, as stamped records.
+
+Every change writes whole records (see `catalog_records`) through `_write`, each with a stamp: the
+caller's, which must be newer than the record it replaces, or else the catalog's own Lamport-style
+counter (one past the highest stamp it has seen, merges included). So `records()` from one catalog
+can be `merge`d into another record by record, newest stamp winning, and deletions travel as
+tombstones. A tenant remembers the stamp it was created at; services and grants stamped before it
+belong to a deleted predecessor of the same name and are ignored.
+
+API keys: only a salt and an scrypt hash of the secret are kept. Verifying parses and length-checks
+the string first, spends one KDF even for an unknown or revoked key id (so timing does not tell
+which ids exist), compares in constant time, and remembers verified keys in a small LRU cache
+keyed by an HMAC of the key under a per-catalog random secret, so a client reconnecting with the
+same key skips the KDF and the cache never holds a key itself.
+
+Operations refused because of what a client asked for raise `RemoteProtocolError` (bad_request,
+not_found); misuse by our own code (a stale stamp, broken entropy) raises `LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from commy.core.catalog_records import (
+    KEY_ID_HEX,
+    SECRET_BYTES,
+    ApiKeyRecord,
+    GrantRecord,
+    KdfParams,
+    Record,
+    RevokedTokenRecord,
+    ServiceRecord,
+    TenantRecord,
+    check_client_id,
+    check_hook,
+    check_record,
+    check_token_id,
+    derive,
+    format_key,
+    pack_snapshot,
+    parse_key,
+    rank,
+    unpack_snapshot,
+)
+from commy.core.permissions import ALL, Permission, effective
+from commy.errors import BAD_REQUEST, NOT_FOUND, LocalProtocolError, RemoteProtocolError
+from commy.store.names import check_service, check_tenant
+
+Entropy = Callable[[int], bytes]
+NO_PERMISSIONS: frozenset[Permission] = frozenset()
+
+
+def _draw(entropy: Entropy, n: int) -> bytes:
+    data = entropy(n)
+    if type(data) is not bytes or len(data) != n:
+        raise LocalProtocolError(f"entropy({n}) must return {n} bytes, got a {type(data).__name__}")
+    return data
+
+
+def _time(now: float) -> float:
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise LocalProtocolError(f"a time must be a finite number, got {now!r}")
+    return float(now)
+
+
+class Catalog:
+    def __init__(self, *, kdf: KdfParams = KdfParams(), entropy: Entropy = os.urandom, cache_size: int = 1024) -> None:
+        self.kdf = kdf
+        self._clock = 0
+        self._tenants: dict[str, TenantRecord] = {}
+        self._services: dict[tuple[str, str], ServiceRecord] = {}
+        self._keys: dict[str, ApiKeyRecord] = {}
+        self._grants: dict[tuple[str, str], GrantRecord] = {}
+        self._tokens: dict[str, RevokedTokenRecord] = {}
+        self._client_keys: dict[str, set[str]] = {}
+        # Only decides cache hits, never an answer, so the simulator's determinism does not need it seeded.
+        self._cache_secret = _draw(entropy, 32)
+        self._cache: OrderedDict[bytes, tuple[str, bytes]] = OrderedDict()
+        self._cache_size = cache_size
+        self._dummy_salt = bytes(16)
+
+    # ---- stamps and the one place records change
+
+    @property
+    def clock(self) -> int:
+        """The highest stamp this catalog has seen."""
+        return self._clock
+
+    def _stamp(self, stamp: int | None, replaced: Iterable[Record | None]) -> int:
+        if stamp is None:
+            return self._clock + 1
+        if type(stamp) is not int or not 0 < stamp < 2**63:
+            raise LocalProtocolError(f"a stamp must be an int in 1..2**63-1, got {stamp!r}")
+        for old in replaced:
+            if old is not None and stamp <= old.stamp:  # a merge would drop this write: our bug
+                raise LocalProtocolError(f"stamp {stamp} is not newer than {old.stamp} of {old.key}")
+        return stamp
+
+    def _current(self, rec: Record) -> Record | None:
+        match rec:
+            case TenantRecord():
+                return self._tenants.get(rec.name)
+            case ServiceRecord():
+                return self._services.get((rec.tenant, rec.name))
+            case ApiKeyRecord():
+                return self._keys.get(rec.key_id)
+            case GrantRecord():
+                return self._grants.get((rec.client_id, rec.tenant))
+            case RevokedTokenRecord():
+                return self._tokens.get(rec.token_id)
+        raise LocalProtocolError(f"not a catalog record: {type(rec).__name__}")
+
+    def _write(self, rec: Record) -> None:
+        self._clock = max(self._clock, rec.stamp)
+        match rec:
+            case TenantRecord():
+                self._tenants[rec.name] = rec
+            case ServiceRecord():
+                self._services[(rec.tenant, rec.name)] = rec
+            case ApiKeyRecord():
+                old = self._keys.get(rec.key_id)
+                if old is not None:
+                    self._client_keys[old.client_id].discard(rec.key_id)
+                self._keys[rec.key_id] = rec
+                self._client_keys.setdefault(rec.client_id, set()).add(rec.key_id)
+            case GrantRecord():
+                self._grants[(rec.client_id, rec.tenant)] = rec
+            case RevokedTokenRecord():
+                self._tokens[rec.token_id] = rec
+
+    # ---- tenants and services
+
+    def _live_tenant(self, name: str) -> TenantRecord | None:
+        rec = self._tenants.get(name)
+        return rec if rec is not None and not rec.deleted else None
+
+    def _tenant(self, name: str) -> TenantRecord:
+        rec = self._live_tenant(name)
+        if rec is None:
+            raise RemoteProtocolError(f"tenant {name!r} not found", NOT_FOUND)
+        return rec
+
+    def _live_service(self, tenant: TenantRecord, name: str) -> ServiceRecord | None:
+        rec = self._services.get((tenant.name, name))
+        return rec if rec is not None and not rec.deleted and rec.stamp >= tenant.created_stamp else None
+
+    def _grant(self, tenant: TenantRecord, client_id: str) -> frozenset[Permission]:
+        rec = self._grants.get((client_id, tenant.name))
+        return rec.permissions if rec is not None and rec.stamp >= tenant.created_stamp else NO_PERMISSIONS
+
+    def create_tenant(self, name: str, now: float, *, stamp: int | None = None) -> None:
+        check_tenant(name)
+        if self._live_tenant(name) is not None:
+            raise RemoteProtocolError(f"tenant {name!r} already exists", BAD_REQUEST)
+        s = self._stamp(stamp, [self._tenants.get(name)])
+        self._write(TenantRecord(name, _time(now), False, None, s, s))
+
+    def delete_tenant(self, name: str, now: float, *, stamp: int | None = None) -> None:
+        """Delete a tenant with its services and grants (each gets a tombstone)."""
+        tenant = self._tenant(name)
+        services = [s for (t, n), s in self._services.items() if t == name and self._live_service(tenant, n)]
+        grants = [g for (c, t), g in self._grants.items() if t == name and self._grant(tenant, c)]
+        s = self._stamp(stamp, [tenant, *services, *grants])
+        self._write(replace(tenant, deleted=True, auth_hook=None, stamp=s))
+        for svc in services:
+            self._write(replace(svc, deleted=True, stamp=s))
+        for grant in grants:
+            self._write(replace(grant, permissions=NO_PERMISSIONS, stamp=s))
+
+    def has_tenant(self, name: str) -> bool:
+        return self._live_tenant(name) is not None
+
+    def tenants(self) -> list[str]:
+        return sorted(name for name, rec in self._tenants.items() if not rec.deleted)
+
+    def set_auth_hook(self, tenant: str, hook: str | None, now: float, *, stamp: int | None = None) -> None:
+        """Delegate the tenant's authentication to the named hook (None: the catalog's own keys)."""
+        rec = self._tenant(tenant)
+        if hook is not None:
+            check_hook(hook)
+        if hook != rec.auth_hook:
+            self._write(replace(rec, auth_hook=hook, stamp=self._stamp(stamp, [rec])))
+
+    def auth_hook(self, tenant: str) -> str | None:
+        return self._tenant(tenant).auth_hook
+
+    def create_service(self, tenant: str, service: str, now: float, *, stamp: int | None = None) -> None:
+        check_service(service)
+        rec = self._tenant(tenant)
+        if self._live_service(rec, service) is not None:
+            raise RemoteProtocolError(f"service '{tenant}/{service}' already exists", BAD_REQUEST)
+        s = self._stamp(stamp, [rec, self._services.get((tenant, service))])
+        self._write(ServiceRecord(tenant, service, _time(now), False, s))
+
+    def delete_service(self, tenant: str, service: str, now: float, *, stamp: int | None = None) -> None:
+        svc = self._live_service(self._tenant(tenant), service)
+        if svc is None:
+            raise RemoteProtocolError(f"service '{tenant}/{service}' not found", NOT_FOUND)
+        self._write(replace(svc, deleted=True, stamp=self._stamp(stamp, [svc])))
+
+    def has_service(self, tenant: str, service: str) -> bool:
+        rec = self._live_tenant(tenant)
+        return rec is not None and self._live_service(rec, service) is not None
+
+    def services(self, tenant: str) -> list[str]:
+        rec = self._tenant(tenant)
+        return sorted(n for (t, n) in self._services if t == tenant and self._live_service(rec, n))
+
+    # ---- permissions
+
+    def grant(self, client_id: str, tenant: str, perms: frozenset[Permission], now: float, *,
+              stamp: int | None = None) -> frozenset[Permission]:
+        """Add `perms` to what the client holds on the tenant; returns the new (unexpanded) set."""
+        check_client_id(client_id)
+        rec = self._tenant(tenant)
+        held = self._grant(rec, client_id)
+        new = held | perms
+        if new != held:
+            s = self._stamp(stamp, [rec, self._grants.get((client_id, tenant))])
+            self._write(GrantRecord(client_id, tenant, frozenset(new), s))
+        return new
+
+    def revoke(self, client_id: str, tenant: str, perms: frozenset[Permission] | None, now: float, *,
+               stamp: int | None = None) -> frozenset[Permission]:
+        """Remove `perms` (None: all) from the client's grant; returns what was removed.
+
+        Only the stored grant shrinks: revoking VARIABLE_READ from a SERVICE_ADMIN removes nothing
+        it does not hold, and SERVICE_ADMIN still implies it.
+        """
+        rec = self._tenant(tenant)
+        held = self._grant(rec, client_id)
+        removed = held if perms is None else held & perms
+        if removed:
+            s = self._stamp(stamp, [rec, self._grants.get((client_id, tenant))])
+            self._write(GrantRecord(client_id, tenant, held - removed, s))
+        return removed
+
+    def permissions(self, client_id: str, tenant: str) -> frozenset[Permission]:
+        """What the client may do on the tenant: its grant expanded, or everything for a server admin."""
+        if self.is_server_admin(client_id):
+            return ALL
+        rec = self._live_tenant(tenant)
+        return NO_PERMISSIONS if rec is None else effective(self._grant(rec, client_id))
+
+    def clients_of(self, tenant: str) -> list[str]:
+        rec = self._tenant(tenant)
+        return sorted(c for (c, t) in self._grants if t == tenant and self._grant(rec, c))
+
+    # ---- API keys
+
+    def create_api_key(self, client_id: str, *, server_admin: bool, now: float, entropy: Entropy,
+                       stamp: int | None = None) -> tuple[str, str]:
+        """A new key for the client: (key id, the full key string, which is shown this once only)."""
+        check_client_id(client_id)
+        for _ in range(16):
+            key_id = _draw(entropy, KEY_ID_HEX // 2).hex()
+            if key_id not in self._keys:
+                break
+        else:
+            raise LocalProtocolError("entropy keeps returning key ids already in use")
+        secret, salt = _draw(entropy, SECRET_BYTES), _draw(entropy, 16)
+        rec = ApiKeyRecord(key_id, client_id, salt, derive(secret, salt, self.kdf), self.kdf, bool(server_admin),
+                           _time(now), False, self._stamp(stamp, []))
+        self._write(rec)
+        return key_id, format_key(key_id, secret)
+
+    def verify_api_key(self, key: str) -> ApiKeyRecord | None:
+        """The key's record if `key` is a valid, unrevoked key; None otherwise, whatever `key` is."""
+        parsed = parse_key(key)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        tag = hmac.new(self._cache_secret, key.encode("ascii"), hashlib.sha256).digest()
+        rec = self._keys.get(key_id)
+        hit = self._cache.get(tag)
+        if hit is not None:
+            if rec is not None and not rec.revoked and hit == (key_id, rec.hash):
+                self._cache.move_to_end(tag)
+                return rec
+            del self._cache[tag]
+        if rec is None or rec.revoked:
+            derive(secret, self._dummy_salt, self.kdf)  # as slow as a real check: timing hides which ids exist
+            return None
+        if not hmac.compare_digest(derive(secret, rec.salt, rec.kdf), rec.hash):
+            return None
+        self._cache[tag] = (key_id, rec.hash)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return rec
+
+    def revoke_api_key(self, key_id: str, now: float, *, stamp: int | None = None) -> ApiKeyRecord:
+        """Revoke a key (already revoked: returned as it is); returns its record."""
+        rec = self._keys.get(key_id) if isinstance(key_id, str) else None
+        if rec is None:
+            raise RemoteProtocolError(f"api key {str(key_id)[:64]!r} not found", NOT_FOUND)
+        if not rec.revoked:
+            rec = replace(rec, revoked=True, stamp=self._stamp(stamp, [rec]))
+            self._write(rec)
+        return rec
+
+    def api_keys(self, client_id: str | None = None) -> list[ApiKeyRecord]:
+        """Keys (revoked ones too) of one client or of everyone, oldest first."""
+        ids = self._keys if client_id is None else self._client_keys.get(client_id, set())
+        return sorted((self._keys[k] for k in ids), key=lambda r: (r.created_at, r.key_id))
+
+    def is_server_admin(self, client_id: str) -> bool:
+        keys = (self._keys[k] for k in self._client_keys.get(client_id, ()))
+        return any(rec.server_admin and not rec.revoked for rec in keys)
+
+    # ---- revoked tokens
+
+    def revoke_token(self, token_id: str, expires_at: float, now: float, *, stamp: int | None = None) -> None:
+        """Refuse the token from now on; a token already expired is refused anyway and not stored."""
+        check_token_id(token_id)
+        expires_at = _time(expires_at)
+        old = self._tokens.get(token_id)
+        if expires_at > _time(now) and (old is None or old.expires_at < expires_at):
+            self._write(RevokedTokenRecord(token_id, expires_at, self._stamp(stamp, [old])))
+
+    def token_revoked(self, token_id: str) -> bool:
+        return token_id in self._tokens
+
+    def prune(self, now: float) -> int:
+        """Forget revocations of tokens that have expired (expiry refuses them); returns how many."""
+        gone = [t for t, rec in self._tokens.items() if rec.expires_at <= now]
+        for token_id in gone:
+            del self._tokens[token_id]
+        return len(gone)
+
+    # ---- replication and persistence
+
+    def records(self) -> list[Record]:
+        """Every record, tombstones included, in a stable order."""
+        out: list[Record] = [self._tenants[k] for k in sorted(self._tenants)]
+        out += [self._services[k] for k in sorted(self._services)]
+        out += [self._keys[k] for k in sorted(self._keys)]
+        out += [self._grants[k] for k in sorted(self._grants)]
+        out += [self._tokens[k] for k in sorted(self._tokens)]
+        return out
+
+    def merge(self, records: Iterable[Record]) -> list[Record]:
+        """Adopt each record that outranks this catalog's version of it; returns the adopted ones.
+
+        Records come from peers, so they are all checked first (a bad batch changes nothing and
+        raises RemoteProtocolError). Idempotent, and the result does not depend on the order.
+        """
+        try:
+            incoming = [check_record(r) for r in records]
+        except ValueError as exc:
+            raise RemoteProtocolError(f"catalog merge: {exc}", BAD_REQUEST) from None
+        changed: list[Record] = []
+        for rec in incoming:
+            cur = self._current(rec)
+            if cur is None or rank(rec) > rank(cur):
+                self._write(rec)
+                changed.append(rec)
+            else:
+                self._clock = max(self._clock, rec.stamp)
+        return changed
+
+    def snapshot(self) -> bytes:
+        return pack_snapshot(self._clock, self.records())
+
+    @classmethod
+    def restore(cls, data: bytes, *, kdf: KdfParams = KdfParams(), entropy: Entropy = os.urandom) -> Catalog:
+        """Rebuild a catalog from `snapshot()`; anything malformed raises ValueError naming what."""
+        clock, records = unpack_snapshot(data)
+        catalog = cls(kdf=kdf, entropy=entropy)
+        for rec in records:
+            catalog._write(rec)
+        catalog._clock = clock
+        return catalog
