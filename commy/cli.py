@@ -1,8 +1,9 @@
 """The `commy` command.
 
 Subcommands parse their arguments here and call one function each; no protocol logic lives here.
-`commy sim ...` and the simulator row of `commy bench` import the `sim` package lazily: it is the
-only place the product reaches into the simulator, and only when asked to run it.
+`commy serve`, `commy certs` and `commy admin` bring their own parsers (`commy.runtime.serve`,
+`commy.client.admin_cli`). `commy sim ...` and the simulator row of `commy bench` import the `sim`
+package lazily: the only place the product reaches into the simulator, and only when asked to.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="commy", description="commy: hierarchical, multi-tenant shared-memory coordination (clusters, simulator)"
-    )
+        prog="commy",
+        description="commy: hierarchical, multi-tenant shared-memory coordination (servers, clients, simulator)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="deterministic cluster simulations")
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--down-after", type=int, default=None)
     node.add_argument("--seed", type=int, default=None, help="seed the node's random stream (default: random)")
     node.set_defaults(func=_cmd_node)
+
+    from commy.client.admin_cli import add_admin_parser
+    from commy.runtime.serve import add_certs_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_admin_parser(sub)
+    add_certs_parser(sub)
     return parser
 
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from commy.client.aio import AsyncClient
-from commy.client.local import LOCAL_CONCERNS, Service
+from commy.client.local import LOCAL_CONCERNS, LocalMapping, Service
 from commy.client.types import (
     CommyClientError,
     ConnectionLostError,
@@ -106,6 +106,11 @@ class SyncService(SyncTyped):
     @property
     def is_local(self) -> bool:
         return self._svc.mapping is not None
+
+    @property
+    def mapping(self) -> LocalMapping | None:
+        """The mapped service file while mapped (its `path`, direct reads and writes), else None."""
+        return self._svc.mapping
 
     def map(self) -> bool:
         return self._client._run(self._svc.map())

@@ -80,7 +80,8 @@ def test_random_bytes_never_raise_anything_but_frame_errors(data: bytes) -> None
         pass
 
 
-LEAVES = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8) | st.binary(max_size=8)
+LEAVES = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
+          | st.binary(max_size=8))
 
 
 @given(st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,

@@ -1,0 +1,394 @@
+"""WebSocket benchmarks: the gateway against a bare websockets server, all on the caller's loop.
+
+Ceilings (bare websockets, nothing else on the path):
+- `measure_bare_echo(n)`: round trips/s of a websockets client sending a message the size of our
+  `SetVariables` frame and awaiting its echo from a bare websockets echo server.
+- `measure_bare_one_way(n)`: messages/s the same client sends to a bare server that only counts them.
+
+Ours, through a real gateway and node (`hub=True`, the default: the real client hub and service
+files of `start_server` in a temporary folder, with an authenticated session; `hub=False`: a
+stand-in actor registered as `clients` that answers `SetVariables` with `VariablesUpdated`, so only
+the gateway, codec and node are measured):
+- `measure_set_round_trips(n)`: one `SetVariables` at a time, each awaited (round trips/s).
+- `measure_pipelined_sets(n)`: n `SetVariables` sent back to back while a reader task collects the
+  n replies; the clock stops at the last reply (sets/s).
+  Both use a minimal stand-in client on `websockets.asyncio.client.connect`, as the ceilings do.
+- `measure_fanout_p99(clients)`: `clients` connections receive one `VariableChanged` (64-byte value)
+  per round; the latency of a connection is from the moment the change is sent (stand-in: the
+  node sends it to every connection; hub: a writer's `SetVariables` leaves the writer) to the
+  moment its frame is read. Returns the p99 over all connections and rounds, in seconds. The
+  receivers are minimal asyncio protocols (handshake, then a timestamp per frame read), so the
+  figure is the server's fan-out, not a thousand client stacks sharing its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+
+from commy.client_codec import ClientCodec, client_codec
+from commy.core.actor import Actor, handles
+from commy.core.catalog_records import KdfParams
+from commy.core.node import Node
+from commy.messages import (
+    Address,
+    ApiKeyCreated,
+    Authenticate,
+    CreateApiKey,
+    CreateTenant,
+    Envelope,
+    Error,
+    Message,
+    NamedValue,
+    SetVariables,
+    Subscribe,
+    VariableChanged,
+    VariablesUpdated,
+    VariableVersion,
+    client_address,
+)
+from commy.runtime.asyncio_host import AsyncioHost
+from commy.runtime.gateway import Gateway, GatewayConfig
+
+LOOPBACK = "127.0.0.1"
+TIMEOUT = 120.0
+VALUE = bytes(64)
+TENANT, SERVICE, VARIABLE = "bench", "svc", "v"
+_BENCH = Address("bench", "bench")
+
+
+def _set() -> SetVariables:
+    return SetVariables(TENANT, SERVICE, (NamedValue(VARIABLE, VALUE),), "")
+
+
+# --------------------------------------------------------------------------- ceilings
+
+
+async def measure_bare_echo(n: int) -> float:
+    """Round trips/s through a bare websockets echo server (the ceiling for set round trips)."""
+    payload = client_codec().encode_binary(1, _set())
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, LOOPBACK, 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://{LOOPBACK}:{port}", compression=None) as ws:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for _ in range(n):
+                await ws.send(payload)
+                await ws.recv()
+            return n / (loop.time() - start)
+
+
+async def measure_bare_one_way(n: int) -> float:
+    """Messages/s from a websockets client to a bare server that counts them (pipelined ceiling)."""
+    payload = client_codec().encode_binary(1, _set())
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+
+    async def count(ws: ServerConnection) -> None:
+        left = n
+        async for _ in ws:
+            left -= 1
+            if left == 0:
+                done.set_result(loop.time())
+
+    async with serve(count, LOOPBACK, 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://{LOOPBACK}:{port}", compression=None) as ws:
+            start = loop.time()
+            for _ in range(n):
+                await ws.send(payload)
+            end = await asyncio.wait_for(done, TIMEOUT)
+            return n / (end - start)
+
+
+# --------------------------------------------------------------------------- a server to measure
+
+
+class _StandIn(Actor):
+    """Answers SetVariables like the hub would (a version per variable), and nothing else."""
+
+    version = 0
+
+    @handles(SetVariables)
+    def _set(self, msg: SetVariables, env: Envelope) -> None:
+        self.version += 1
+        self.ctx.reply(env, VariablesUpdated(msg.tenant, msg.service,
+                                             tuple(VariableVersion(v.name, self.version) for v in msg.variables)))
+
+
+@dataclass
+class _Bench:
+    url: str
+    node: Node
+    gateway: Gateway
+    admin_key: str | None  # the bootstrap key with the real hub; None with the stand-in
+
+
+@asynccontextmanager
+async def _server(hub: bool, config: GatewayConfig | None = None) -> AsyncIterator[_Bench]:
+    if hub:
+        from commy.runtime.server import start_server
+
+        with tempfile.TemporaryDirectory(prefix="commy-wsbench-") as folder:
+            srv = await start_server(folder, (LOOPBACK, 0), gateway=config, kdf=KdfParams(n=16, r=1, p=1))
+            try:
+                yield _Bench(srv.url, srv.node, srv.gateway, srv.bootstrap_key)
+            finally:
+                await srv.close()
+        return
+    loop = asyncio.get_running_loop()
+    host = AsyncioHost(loop)
+    node = Node("bench", host, 1)
+    node.spawn("clients", _StandIn)
+    gateway = Gateway(node, (LOOPBACK, 0), config, loop=loop)
+    host.attach_clients(gateway)
+    await gateway.start()
+    try:
+        yield _Bench(gateway.url, node, gateway, None)
+    finally:
+        await gateway.close()
+        node.stop()
+
+
+async def _call(ws: ClientConnection, codec: ClientCodec, request_id: int, msg: Message) -> Message:
+    await ws.send(codec.encode_binary(request_id, msg))
+    rid, reply = codec.decode_binary(await ws.recv(decode=False))
+    if rid != request_id or isinstance(reply, Error):
+        raise RuntimeError(f"benchmark setup: {type(msg).__name__} got {reply!r}")
+    return reply
+
+
+async def _writer_key(bench: _Bench, scopes: tuple[str, ...] = ("write",)) -> str | None:
+    """With the real hub: create the tenant and a key allowed to write there (None: no auth)."""
+    if bench.admin_key is None:
+        return None
+    codec = client_codec()
+    async with connect(bench.url, compression=None) as ws:
+        await _call(ws, codec, 1, Authenticate("", "api_key", bench.admin_key))
+        await _call(ws, codec, 2, CreateTenant(TENANT))
+        created = await _call(ws, codec, 3, CreateApiKey("bench-client", False, TENANT, scopes))
+        assert isinstance(created, ApiKeyCreated)
+        return created.key
+
+
+# --------------------------------------------------------------------------- set round trips
+
+
+async def measure_set_round_trips(n: int, *, hub: bool = True) -> float:
+    """Awaited SetVariables round trips/s over one WebSocket through the gateway."""
+    codec = client_codec()
+    async with _server(hub) as bench:
+        key = await _writer_key(bench)
+        async with connect(bench.url, compression=None) as ws:
+            if key is not None:
+                await _call(ws, codec, 1, Authenticate(TENANT, "api_key", key))
+            encode, decode = codec.encode_binary, codec.decode_binary
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(2, n + 2):
+                await ws.send(encode(i, _set()))
+                decode(await ws.recv(decode=False))
+            return n / (loop.time() - start)
+
+
+async def measure_pipelined_sets(n: int, *, hub: bool = True) -> float:
+    """SetVariables/s sent back to back over one WebSocket, until the last reply is read."""
+    codec = client_codec()
+    async with _server(hub) as bench:
+        key = await _writer_key(bench)
+        async with connect(bench.url, compression=None, max_queue=None) as ws:
+            if key is not None:
+                await _call(ws, codec, 1, Authenticate(TENANT, "api_key", key))
+
+            async def read_all() -> None:
+                decode = codec.decode_binary
+                for _ in range(n):
+                    decode(await ws.recv(decode=False))
+
+            loop = asyncio.get_running_loop()
+            reader = loop.create_task(read_all())
+            encode = codec.encode_binary
+            start = loop.time()
+            for i in range(2, n + 2):
+                await ws.send(encode(i, _set()))
+            await asyncio.wait_for(reader, TIMEOUT)
+            return n / (loop.time() - start)
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+class RawClient(asyncio.Protocol):
+    """A minimal WebSocket client: the handshake, masked (zero key) frames out, a timestamp per frame in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str) -> None:
+        self.loop = loop
+        self.host = host
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.buf = bytearray()
+        self.handshaken = False
+        self.arrivals: list[float] = []
+        self.frames: list[bytes] = []
+        self.wake = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(f"GET / HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self.buf
+        buf += data
+        if not self.handshaken:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.opened.set_exception(ConnectionError(bytes(buf[:64]).decode(errors="replace")))
+                return
+            del buf[:end + 4]
+            self.handshaken = True
+            self.opened.set_result(None)
+        pos = 0
+        while len(buf) - pos >= 2:
+            opcode, size = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+            head = 2
+            if size == 126:
+                if len(buf) - pos < 4:
+                    break
+                (size,) = struct.unpack_from("!H", buf, pos + 2)
+                head = 4
+            elif size == 127:
+                if len(buf) - pos < 10:
+                    break
+                (size,) = struct.unpack_from("!Q", buf, pos + 2)
+                head = 10
+            if len(buf) - pos < head + size:
+                break
+            if opcode in (1, 2):
+                self.arrivals.append(now)
+                self.frames.append(bytes(buf[pos + head:pos + head + size]))
+            pos += head + size
+        del buf[:pos]
+        self.wake.set()
+
+    def send(self, payload: bytes) -> None:
+        n = len(payload)
+        if n < 126:
+            head = bytes((0x82, 0x80 | n))
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x82, 0xFE, n)
+        else:
+            head = struct.pack("!BBQ", 0x82, 0xFF, n)
+        assert self.transport is not None
+        self.transport.write(head + b"\0\0\0\0" + payload)  # a zero mask leaves the payload as it is
+
+    async def call(self, codec: ClientCodec, request_id: int, msg: Message) -> Message:
+        seen = len(self.frames)
+        self.send(codec.encode_binary(request_id, msg))
+        while len(self.frames) == seen:
+            self.wake.clear()
+            await asyncio.wait_for(self.wake.wait(), 10.0)
+        _, reply = codec.decode_binary(self.frames[seen])
+        if isinstance(reply, Error):
+            raise RuntimeError(f"benchmark setup: {type(msg).__name__} got {reply!r}")
+        return reply
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def _open_raw(bench: _Bench, count: int) -> list[RawClient]:
+    loop = asyncio.get_running_loop()
+    host, port = bench.gateway.listen_address or (LOOPBACK, 0)
+    clients: list[RawClient] = []
+    for start in range(0, count, 64):  # in slices: the listen backlog is finite
+        batch = [RawClient(loop, f"{host}:{port}") for _ in range(min(64, count - start))]
+        await asyncio.gather(*(loop.create_connection(lambda c=c: c, host, port) for c in batch))  # type: ignore[misc]
+        await asyncio.wait_for(asyncio.gather(*(c.opened for c in batch)), 30.0)
+        clients += batch
+    return clients
+
+
+def _p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def measure_fanout_p99(clients: int = 1000, rounds: int = 20, *, hub: bool = True) -> float:
+    """p99 seconds from one change being sent to each of `clients` connections reading it."""
+    loop = asyncio.get_running_loop()
+    codec = client_codec()
+    config = GatewayConfig(max_connections=max(clients + 16, 10_000))
+    async with _server(hub, config) as bench:
+        key = await _writer_key(bench)
+        receivers = await _open_raw(bench, clients)
+        writer: RawClient | None = None
+        try:
+            deadline = loop.time() + 30.0
+            while len(bench.gateway.conns) < clients and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            if key is not None:
+                writer = (await _open_raw(bench, 1))[0]
+                await writer.call(codec, 1, Authenticate(TENANT, "api_key", key))
+                await writer.call(codec, 2, _set())  # creates the service
+                for c in receivers:
+                    await c.call(codec, 1, Authenticate(TENANT, "api_key", key))
+                    await c.call(codec, 2, Subscribe(TENANT, SERVICE, (VARIABLE,)))
+            targets = [] if writer is not None else [client_address(c) for c in bench.gateway.connection_ids()]
+            latencies: list[float] = []
+            send = bench.node.send
+            for r in range(rounds):
+                marks = [len(c.arrivals) for c in receivers]
+                start = time.perf_counter()
+                if writer is not None:
+                    writer.send(codec.encode_binary(r + 3, _set()))
+                else:
+                    change = VariableChanged(TENANT, SERVICE, VARIABLE, VALUE, r + 1, "bench-writer")
+                    for to in targets:
+                        send(_BENCH, to, change, None)
+                deadline = loop.time() + 10.0
+                while any(len(c.arrivals) <= m for c, m in zip(receivers, marks, strict=True)):
+                    if loop.time() > deadline:
+                        raise TimeoutError("fan-out: not every client got the change within 10 s")
+                    await asyncio.sleep(0.001)
+                latencies += [c.arrivals[m] - start for c, m in zip(receivers, marks, strict=True)]
+                await asyncio.sleep(0.01)
+            return _p99(latencies)
+        finally:
+            for c in receivers:
+                c.close()
+            if writer is not None:
+                writer.close()
+
+
+async def measure_all(n: int = 20_000, fanout: int = 1000, *, hub: bool = True) -> dict[str, float]:
+    """Every figure once, in one run: the ceilings, ours and the ratios (for a quick look)."""
+    echo = await measure_bare_echo(n)
+    sets = await measure_set_round_trips(n, hub=hub)
+    one_way = await measure_bare_one_way(n)
+    pipelined = await measure_pipelined_sets(n, hub=hub)
+    p99 = await measure_fanout_p99(fanout, hub=hub)
+    return {"bare_echo_rt_s": echo, "set_rt_s": sets, "set_ratio": sets / echo,
+            "bare_one_way_s": one_way, "pipelined_sets_s": pipelined, "pipelined_ratio": pipelined / one_way,
+            "fanout_p99_ms": p99 * 1000}
