@@ -14,8 +14,9 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import msgpack
 
@@ -87,6 +88,37 @@ def bench_transport(repeats: int, n: int) -> Row:
     return Row("peer transport one-way (TCP)", value, "msg/s", ceiling, ratio, "ratio >= 0.5", ratio >= 0.5)
 
 
+def _run_async(fn: Callable[[], Coroutine[Any, Any, float]]) -> float:
+    from commy.runtime.loop import run
+
+    return float(run(fn()))
+
+
+def bench_local(repeats: int, n: int, seconds: float) -> list[Row]:
+    from commy.client.localbench import bench_sdk_local_read, bench_sdk_local_write
+    from commy.store.storebench import bench_local_processes
+
+    return [bench_sdk_local_read(repeats, n), bench_sdk_local_write(repeats, n // 4),
+            bench_local_processes(max(1, repeats // 2), seconds)]
+
+
+def bench_websocket(repeats: int, n: int, fanout: int) -> list[Row]:
+    from commy.runtime import wsbench
+
+    rt, echo = _median_rates([lambda: _run_async(lambda: wsbench.measure_set_round_trips(n)),
+                              lambda: _run_async(lambda: wsbench.measure_bare_echo(n))], repeats)
+    piped, one_way = _median_rates([lambda: _run_async(lambda: wsbench.measure_pipelined_sets(n)),
+                                    lambda: _run_async(lambda: wsbench.measure_bare_one_way(n))], repeats)
+    p99 = statistics.median(_run_async(lambda: wsbench.measure_fanout_p99(fanout, rounds=20))
+                            for _ in range(max(1, repeats // 2))) * 1000
+    return [
+        Row("remote set round trips (one WebSocket)", rt, "msg/s", echo, rt / echo, "ratio >= 0.5", rt / echo >= 0.5),
+        Row("pipelined remote sets (one WebSocket)", piped, "msg/s", one_way, piped / one_way, "ratio >= 0.4",
+            piped / one_way >= 0.4),
+        Row(f"one change fanned out to {fanout:,} clients, p99", p99, "ms", None, None, "<= 50 ms", p99 <= 50.0),
+    ]
+
+
 def bench_simulator(repeats: int, n: int) -> list[Row]:
     from sim.throughput import measure_delivery_rate, measure_five_nodes
 
@@ -101,7 +133,7 @@ def bench_simulator(repeats: int, n: int) -> list[Row]:
 def _fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "-"
-    if unit == "s" or v < 100:
+    if unit in ("s", "µs", "ms") or v < 100:
         return f"{v:.3g}"
     return f"{v:,.0f}"
 
@@ -123,6 +155,8 @@ def main(quick: bool = False, json_path: str | None = None, only: list[str] | No
         ("codec", lambda: [bench_codec(repeats, 20_000 if quick else 100_000)]),
         ("transport", lambda: [bench_transport(repeats, 20_000 if quick else 100_000)]),
         ("simulator", lambda: bench_simulator(repeats, 50_000 if quick else 200_000)),
+        ("local", lambda: bench_local(repeats, 50_000 if quick else 200_000, 0.5 if quick else 1.0)),
+        ("websocket", lambda: bench_websocket(repeats, 5_000 if quick else 20_000, 1000)),
     ]
     rows: list[Row] = []
     for key, run in plan:

@@ -18,7 +18,7 @@ def test_every_wire_message_is_documented_with_its_tag() -> None:
 
 
 def test_readme_opens_with_the_two_commands() -> None:
-    assert "pip install -e '.[dev]' && commy sim run heartbeat-crash --seed 7" in README
+    assert "pip install -e '.[dev]' && commy serve" in README
     assert "\npytest" in README
 
 
