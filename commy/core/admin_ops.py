@@ -148,8 +148,8 @@ class AdminOps(VariableOps):
                 if not perms:
                     self.end_session(conn, t, SessionState.REVOKED, notify=reason)
                     self.ctx.log.warning("session_revoked", conn=conn.conn_id, tenant=t, client=session.client_id)
-                elif Permission.SUBSCRIBE not in perms:
-                    self.subs.drop_conn(conn.conn_id, t)
+                elif Permission.SUBSCRIBE not in perms or Permission.VARIABLE_READ not in perms:
+                    self.subs.drop_conn(conn.conn_id, t)  # change events carry values
         for key, banned in rotations.items():
             if key in self.slots:
                 self.rotate_away(key, banned)

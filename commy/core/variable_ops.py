@@ -111,7 +111,7 @@ class VariableOps(HubBase):
     # ---- subscriptions
 
     def subscribe(self, conn: ClientConn, msg: Subscribe, env: Envelope) -> None:
-        self.require(conn, msg.tenant, Permission.SUBSCRIBE)
+        self.require(conn, msg.tenant, Permission.SUBSCRIBE, Permission.VARIABLE_READ)  # events carry values
         self.check_count("names", msg.names)
         self.existing_service(msg.tenant, msg.service)
         for name in msg.names:

@@ -141,3 +141,18 @@ def test_catalog_changes_are_published_for_persistence() -> None:
     h.ask(h.admin(), CreateTenant("acme"))
     assert h.hub.epoch == before + 1
     assert isinstance(h.login(h.connect(), "", h.admin_key), AuthenticationResponse)
+
+
+def test_losing_read_ends_subscriptions_even_with_subscribe_left() -> None:
+    h = HubHarness()
+    key = h.setup_tenant("acme", "bob", frozenset({"read"}))
+    w = h.connect()
+    h.login(w, "acme", h.setup_tenant("acme", "alice"))
+    h.ask(w, SetVariables("acme", "s", (NamedValue("x", b"1"),), ""))
+    b = h.connect()
+    h.login(b, "acme", key)
+    h.ask(b, Subscribe("acme", "s", ()))
+    h.ask(h.admin(), RevokePermission("acme", "bob", ("variable:read",)))
+    h.ask(w, SetVariables("acme", "s", (NamedValue("x", b"secret"),), ""))
+    assert not [e for e in h.events(b, VariableChanged) if e.value == b"secret"]  # type: ignore[attr-defined]
+    assert code(h.ask(b, Subscribe("acme", "s", ()))) == FORBIDDEN
