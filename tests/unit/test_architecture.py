@@ -111,3 +111,15 @@ def test_every_registered_message_is_a_frozen_slotted_dataclass_with_a_unique_ta
     for tag, cls in REGISTRY.items():
         assert issubclass(cls, Message) and type(tag) is int and tag == cls.TAG and type(cls.VERSION) is int
         assert cls.SCOPE == (LOCAL if tag >= 1000 else WIRE), f"{cls.__name__}: tag {tag} vs scope {cls.SCOPE}"
+
+
+def test_importing_the_core_does_not_load_the_world_transitively() -> None:
+    import subprocess
+    import sys
+
+    names = sorted(p.stem for p in (ROOT / "commy/core").glob("*.py") if p.stem != "__init__")
+    code = ("import sys\n" + "".join(f"import commy.core.{n}\n" for n in names)
+            + "print(sorted(m for m in ('mmap', 'fcntl', 'socket', 'asyncio', 'websockets', 'thespian', 'uuid',"
+              " 'secrets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", f"importing commy.core loads {out.stdout.strip()}"
