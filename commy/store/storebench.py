@@ -224,4 +224,4 @@ def bench_local_processes(repeats: int, seconds: float, processes: int = 8) -> R
             for c in conns:
                 c.close()
     return _row(f"{processes} processes writing one service locally", value, "writes/s", ceil, value / ceil,
-                ">= 200000 writes/s", value >= 200_000)
+                ">= 200000 writes/s (original: 6,922 ops/s)", value >= 200_000)
