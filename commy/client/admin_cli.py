@@ -60,6 +60,8 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     op("revoke-key", "revoke an API key (its sessions end at once)", "KEY_ID")
     op("tenants", "list the tenants")
     op("services", "list a tenant's services", "TENANT")
+    op("auth-hook", "delegate a tenant's 'delegated' logins to the server's auth hook HOOK ('' stops it)", "TENANT",
+       "HOOK")
     p.set_defaults(func=run_admin)
     return p
 
@@ -151,4 +153,7 @@ async def _run(args: argparse.Namespace, key: str, context: ssl.SSLContext | Non
                 return await client.list_tenants()
             case "services":
                 return await client.list_services(args.tenant)
+            case "auth-hook":
+                await client.set_auth_hook(args.tenant, args.hook)
+                return [f"tenant {args.tenant} delegates logins to {args.hook or 'nobody'}"]
         raise AssertionError(f"unhandled admin op {args.admin_op}")

@@ -71,6 +71,7 @@ from commy.messages import (
     RevokePermission,
     ServiceList,
     ServiceUnmapped,
+    SetAuthHook,
     Subscribe,
     SubscriptionAck,
     TenantList,
@@ -440,6 +441,10 @@ class AsyncClient:
 
     async def create_tenant(self, tenant: str) -> None:
         await self._call(CreateTenant(tenant), AdminDone)
+
+    async def set_auth_hook(self, tenant: str, hook: str) -> None:
+        """Delegate the tenant's `delegated` logins to the server's auth hook `hook` ("" stops it)."""
+        await self._call(SetAuthHook(tenant, hook), AdminDone)
 
     async def delete_tenant(self, tenant: str) -> None:
         await self._call(DeleteTenant(tenant), AdminDone)

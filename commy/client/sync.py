@@ -289,6 +289,9 @@ class Client:
     def delete_tenant(self, tenant: str) -> None:
         self._run(self._aclient.delete_tenant(tenant))
 
+    def set_auth_hook(self, tenant: str, hook: str) -> None:
+        self._run(self._aclient.set_auth_hook(tenant, hook))
+
     def create_service(self, tenant: str, service: str) -> None:
         self._run(self._aclient.create_service(tenant, service))
 

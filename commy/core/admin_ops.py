@@ -14,7 +14,7 @@ being the service; revoking an API key ends every session that key opened.
 
 from __future__ import annotations
 
-from commy.core.catalog_records import check_client_id, check_name
+from commy.core.catalog_records import check_client_id, check_hook, check_name
 from commy.core.permissions import Permission, parse_scopes, scope_names
 from commy.core.sessions import ClientConn, SessionState
 from commy.core.variable_ops import VariableOps
@@ -34,6 +34,7 @@ from commy.messages import (
     RevokeApiKey,
     RevokePermission,
     ServiceList,
+    SetAuthHook,
     TenantList,
 )
 from commy.messages.client import SERVER
@@ -44,7 +45,8 @@ class AdminOps(VariableOps):
     REQUESTS = {CreateTenant: "create_tenant", DeleteTenant: "delete_tenant", CreateService: "create_service_op",
                 DeleteService: "delete_service", GrantPermission: "grant_permission",
                 RevokePermission: "revoke_permission", CreateApiKey: "create_api_key",
-                RevokeApiKey: "revoke_api_key", ListTenants: "list_tenants", ListServices: "list_services"}
+                RevokeApiKey: "revoke_api_key", ListTenants: "list_tenants", ListServices: "list_services",
+                SetAuthHook: "set_auth_hook"}
 
     def _done(self, env: Envelope, operation: str, detail: str) -> None:
         self.ctx.log.info("admin", operation=operation, detail=detail)
@@ -70,6 +72,16 @@ class AdminOps(VariableOps):
         self.store.remove_tenant(msg.tenant)
         self.catalog_changed()
         self._done(env, "delete_tenant", msg.tenant)
+
+    def set_auth_hook(self, conn: ClientConn, msg: SetAuthHook, env: Envelope) -> None:
+        self.require_server_admin(conn)  # whoever picks the hook decides who the tenant's users are
+        check_tenant(msg.tenant)
+        hook = check_hook(msg.hook) if msg.hook else None
+        if not self.catalog.has_tenant(msg.tenant):
+            raise RemoteProtocolError(f"tenant {msg.tenant!r} not found", NOT_FOUND)
+        self.catalog.set_auth_hook(msg.tenant, hook, self.ctx.now())
+        self.catalog_changed()
+        self._done(env, "set_auth_hook", f"{msg.tenant}: {hook or 'none'}")
 
     def list_tenants(self, conn: ClientConn, msg: ListTenants, env: Envelope) -> None:
         self.require_server_admin(conn)

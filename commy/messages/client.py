@@ -430,11 +430,20 @@ class ServiceList(Message):
     services: tuple[str, ...]
 
 
+@message(164)
+@dataclass(frozen=True, slots=True)
+class SetAuthHook(Message):
+    """Delegate `tenant`'s `delegated` logins to the server's auth hook named `hook` ("" stops it)."""
+
+    tenant: str
+    hook: str
+
+
 CLIENT_REQUESTS: frozenset[type[Message]] = frozenset({
     Authenticate, Logout, RefreshToken, CheckPermission, Heartbeat, Resume,
     GetVariables, SetVariables, Subscribe, Unsubscribe, MapService, UnmapService, MigrationAck,
     CreateTenant, DeleteTenant, CreateService, DeleteService, GrantPermission, RevokePermission,
-    CreateApiKey, RevokeApiKey, ListTenants, ListServices, ClientMigrationAck,
+    CreateApiKey, RevokeApiKey, ListTenants, ListServices, SetAuthHook, ClientMigrationAck,
 })
 """Every message a client may send to a server."""
 

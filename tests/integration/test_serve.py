@@ -39,6 +39,7 @@ from commy.messages import (
     GrantPermission,
     Message,
     NamedValue,
+    SetAuthHook,
     SetVariables,
     VariablesData,
     VariablesUpdated,
@@ -253,7 +254,7 @@ def test_delegated_authentication_runs_the_tenants_hook(tmp_path: Path) -> None:
             await _call(ws, 1, Authenticate("", "api_key", srv.bootstrap_key))
             await _call(ws, 2, CreateTenant("acme"))
             assert isinstance(await _call(ws, 3, GrantPermission("acme", "alice", ("read",))), AdminDone)
-        srv.catalog.set_auth_hook("acme", "corp", srv.host.now())
+            assert isinstance(await _call(ws, 4, SetAuthHook("acme", "corp")), AdminDone)
         async with _client(srv.url) as ws:
             ok = await _call(ws, 1, Authenticate("acme", "delegated", "good"))
             assert isinstance(ok, AuthenticationResponse) and ok.client_id == "alice"

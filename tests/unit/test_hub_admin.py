@@ -156,3 +156,18 @@ def test_losing_read_ends_subscriptions_even_with_subscribe_left() -> None:
     h.ask(w, SetVariables("acme", "s", (NamedValue("x", b"secret"),), ""))
     assert not [e for e in h.events(b, VariableChanged) if e.value == b"secret"]  # type: ignore[attr-defined]
     assert code(h.ask(b, Subscribe("acme", "s", ()))) == FORBIDDEN
+
+
+def test_only_a_server_admin_sets_a_tenants_auth_hook() -> None:
+    from commy.messages import SetAuthHook
+    h = HubHarness()
+    key = h.setup_tenant("acme", "ta", frozenset({"admin"}))
+    c = h.connect()
+    h.login(c, "acme", key)
+    assert code(h.ask(c, SetAuthHook("acme", "sso"))) == FORBIDDEN
+    a = h.admin()
+    assert isinstance(h.ask(a, SetAuthHook("acme", "sso")), AdminDone)
+    assert h.catalog.auth_hook("acme") == "sso"
+    assert code(h.ask(a, SetAuthHook("ghost", "sso"))) == NOT_FOUND
+    assert code(h.ask(a, SetAuthHook("acme", "bad hook!"))) == BAD_REQUEST
+    assert isinstance(h.ask(a, SetAuthHook("acme", "")), AdminDone) and h.catalog.auth_hook("acme") is None
