@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from commy.codec import DEFAULT_CODEC, Codec
 from commy.errors import BAD_REQUEST, LocalProtocolError, RemoteProtocolError
 from commy.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, pack_header
-from commy.messages import Address, Envelope, Error, LinkHello
+from commy.messages import CLIENT_NODE_PREFIX, Address, Envelope, Error, LinkHello
 
 PROTOCOL_VERSION = 1
 LINK_ACTOR = "link"
@@ -220,8 +220,9 @@ class PeerLink:
             raise RemoteProtocolError(f"expected LinkHello first, got {type(msg).__name__}", code=BAD_REQUEST)
         if msg.protocol_version != PROTOCOL_VERSION:
             raise RemoteProtocolError(f"protocol version {msg.protocol_version} not supported")
-        if not msg.node_id or msg.node_id == self.local_node:
-            raise RemoteProtocolError(f"bad node id in hello: {msg.node_id!r}")
+        if not msg.node_id or msg.node_id == self.local_node or msg.node_id.startswith(CLIENT_NODE_PREFIX):
+            # a `client:` id would let a peer speak as one of this node's WebSocket clients
+            raise RemoteProtocolError(f"bad node id in hello: {msg.node_id[:64]!r}")
         if self.dialer:
             if msg.node_id != self.peer:
                 raise RemoteProtocolError(f"dialed {self.peer!r} but {msg.node_id!r} answered")

@@ -104,6 +104,7 @@ def test_one_byte_at_a_time_including_the_hello() -> None:
     (hello(version=PROTOCOL_VERSION + 1), "protocol version 2 not supported"),
     (hello("b"), "bad node id in hello: 'b'"),  # our own id
     (hello(""), "bad node id"),
+    (hello("client:0123456789abcdef"), "bad node id"),  # would speak as one of our WebSocket clients
     (encode_frame(b"\xc1"), "not valid msgpack"),
 ])
 def test_bad_hello_closes_with_an_error(first: bytes, text: str) -> None:
