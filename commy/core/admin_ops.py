@@ -14,7 +14,8 @@ being the service; revoking an API key ends every session that key opened.
 
 from __future__ import annotations
 
-from commy.core.catalog_records import check_client_id, check_hook, check_name
+from commy.core.auth_ops import namespaced
+from commy.core.catalog_records import check_client_id, check_hook
 from commy.core.permissions import Permission, parse_scopes, scope_names
 from commy.core.sessions import ClientConn, SessionState
 from commy.core.variable_ops import VariableOps
@@ -65,12 +66,13 @@ class AdminOps(VariableOps):
         self.require_server_admin(conn)
         check_tenant(msg.tenant)
         self.catalog.delete_tenant(msg.tenant, self.ctx.now())
+        self.catalog_changed()
         for other in list(self.conns.values()):
             if msg.tenant in other.sessions:
                 self.end_session(other, msg.tenant, SessionState.REVOKED, notify="tenant deleted")
         self.subs.drop_tenant(msg.tenant)
-        self.store.remove_tenant(msg.tenant)
-        self.catalog_changed()
+        if msg.tenant in self.store.tenants():  # a tenant that never stored anything has no folder
+            self.store.remove_tenant(msg.tenant)
         self._done(env, "delete_tenant", msg.tenant)
 
     def set_auth_hook(self, conn: ClientConn, msg: SetAuthHook, env: Envelope) -> None:
@@ -120,6 +122,7 @@ class AdminOps(VariableOps):
 
     def grant_permission(self, conn: ClientConn, msg: GrantPermission, env: Envelope) -> None:
         self.tenant_admin(conn, msg.tenant)
+        check_tenant(msg.tenant)
         check_client_id(msg.client_id)
         self.check_count("scopes", msg.scopes)
         perms = parse_scopes(msg.scopes)
@@ -131,6 +134,7 @@ class AdminOps(VariableOps):
 
     def revoke_permission(self, conn: ClientConn, msg: RevokePermission, env: Envelope) -> None:
         self.tenant_admin(conn, msg.tenant)
+        check_tenant(msg.tenant)
         check_client_id(msg.client_id)
         self.check_count("scopes", msg.scopes)
         perms = parse_scopes(msg.scopes) if msg.scopes else None
@@ -162,7 +166,22 @@ class AdminOps(VariableOps):
                     self.ctx.log.warning("session_revoked", conn=conn.conn_id, tenant=t, client=session.client_id)
                 elif Permission.SUBSCRIBE not in perms or Permission.VARIABLE_READ not in perms:
                     self.subs.drop_conn(conn.conn_id, t)  # change events carry values
+        # Clients told a file's path keep it after they disconnect: rotate those files too.
+        if keys is None:
+            lost = {c for c in clients if Permission.VARIABLE_READ not in self.permissions_of(c, tenant)}
+        else:
+            lost = clients  # the revoked key's client: conservatively, as if it lost everything
+        for key, told in self.path_holders.items():
+            if (keys is not None or key[0] == tenant) and told & lost:
+                rotations.setdefault(key, set())
         for key, banned in rotations.items():
+            if key not in self.slots and self.store.exists(*key):
+                self.poll_one(key)
+                self.store.rotate(*key)
+                self.open_services.pop(key, None)
+                self.path_holders[key] = set()
+                self.stats["rotations"] += 1
+                self.ctx.log.warning("file_rotated", tenant=key[0], service=key[1], banned=0, remapping=0)
             if key in self.slots:
                 self.rotate_away(key, banned)
             for conn_id in banned:  # a session that ended has released it already; one that lives on may not map
@@ -173,31 +192,38 @@ class AdminOps(VariableOps):
     # ---- API keys
 
     def create_api_key(self, conn: ClientConn, msg: CreateApiKey, env: Envelope) -> None:
+        server_admin = any(s.open and self.catalog.is_server_admin(s.client_id) for s in conn.sessions.values())
         if msg.server_admin or not msg.tenant:
             self.require_server_admin(conn)
-        else:
+        elif not server_admin:
             self.tenant_admin(conn, msg.tenant)
         check_client_id(msg.client_id)
         self.check_count("scopes", msg.scopes)
         perms = parse_scopes(msg.scopes)
         if msg.tenant:
-            check_name("tenant", msg.tenant)
+            check_tenant(msg.tenant)
+        client_id = msg.client_id
+        if not server_admin:
+            # A tenant admin mints identities in its tenant's namespace only: a key it makes for
+            # "admin" or for another tenant's "bob" must not open their sessions elsewhere.
+            client_id = namespaced(msg.tenant, client_id)
+        if msg.tenant:
             if not self.catalog.has_tenant(msg.tenant):
                 raise RemoteProtocolError(f"tenant {msg.tenant!r} not found", NOT_FOUND)
         elif perms:
             raise RemoteProtocolError("scopes need a tenant to apply to", BAD_REQUEST)
-        key_id, key = self.catalog.create_api_key(msg.client_id, server_admin=msg.server_admin, now=self.ctx.now(),
+        key_id, key = self.catalog.create_api_key(client_id, server_admin=msg.server_admin, now=self.ctx.now(),
                                                   entropy=self.entropy)
         if perms:
-            self.catalog.grant(msg.client_id, msg.tenant, perms, self.ctx.now())
+            self.catalog.grant(client_id, msg.tenant, perms, self.ctx.now())
         self.catalog_changed()
-        self.ctx.log.info("admin", operation="create_api_key", client=msg.client_id, key_id=key_id,
+        self.ctx.log.info("admin", operation="create_api_key", client=client_id, key_id=key_id,
                           server_admin=msg.server_admin)
-        self.ctx.reply(env, ApiKeyCreated(key_id, key, msg.client_id))
+        self.ctx.reply(env, ApiKeyCreated(key_id, key, client_id))
 
     def revoke_api_key(self, conn: ClientConn, msg: RevokeApiKey, env: Envelope) -> None:
         self.require_server_admin(conn)
         rec = self.catalog.revoke_api_key(msg.key_id, self.ctx.now())
         self.catalog_changed()
-        self.enforce(SERVER, set(), reason="api key revoked", keys={rec.key_id})
+        self.enforce(SERVER, {rec.client_id}, reason="api key revoked", keys={rec.key_id})
         self._done(env, "revoke_api_key", rec.key_id)

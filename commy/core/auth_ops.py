@@ -39,6 +39,13 @@ from commy.messages import (
 from commy.messages.client import SERVER
 
 FAILED = "authentication failed: unknown tenant or bad credentials"
+
+
+def namespaced(tenant: str, client_id: str) -> str:
+    """`client_id` inside `tenant`'s namespace (`tenant/id`): the identities a tenant vouches for
+    (keys its admins make, users its auth hook names) cannot be another tenant's or the server's."""
+    prefix = tenant + "/"
+    return client_id if client_id.startswith(prefix) else check_client_id(prefix + client_id)
 DELEGATED_KEY = "delegated"
 
 
@@ -65,7 +72,7 @@ class AuthOps(HubBase):
                 return
             self._succeeded(conn, key_id)
             token_id = f"{rec.key_id}-{self.ctx.new_id()[:16]}"
-            token = self.signer.issue(rec.client_id, token_id, self.ctx.now(), self.config.token_ttl)
+            token = self.issue_token(rec.client_id, token_id)
             self.open_session(conn, env, tenant, rec.client_id, rec.key_id, token_id, token,
                               self.ctx.now() + self.config.token_ttl)
         elif msg.method == "token":
@@ -77,6 +84,17 @@ class AuthOps(HubBase):
         else:
             raise RemoteProtocolError(f"unknown authentication method {msg.method[:40]!r} "
                                       "(api_key, token or delegated)", BAD_REQUEST)
+
+    def issue_token(self, client_id: str, token_id: str) -> str:
+        """A new token, unless the client had `tokens_per_minute` already: every token may end up
+        in the revocation list, which is kept (and saved) until it expires."""
+        now = self.ctx.now()
+        until = self.token_limiter.locked_until(client_id, now)
+        if until is not None:
+            raise RemoteProtocolError(f"too many tokens for client {client_id!r}; retry in {until - now:.0f} s",
+                                      RATE_LIMITED)
+        self.token_limiter.failure(client_id, now)
+        return self.signer.issue(client_id, token_id, now, self.config.token_ttl)
 
     def verify_token(self, token: str) -> TokenClaims:
         claims = self.signer.verify(token, self.ctx.now())  # raises unauthenticated / expired
@@ -146,13 +164,13 @@ class AuthOps(HubBase):
         if not result.client_id:
             self._failed(conn, None, f"{FAILED}" + (f" ({result.detail[:200]})" if result.detail else ""))
         try:
-            client_id = check_client_id(result.client_id)
+            client_id = namespaced(tenant, check_client_id(result.client_id))
         except RemoteProtocolError:
             self.ctx.log.error("auth_hook_bad_answer", tenant=tenant, client=result.client_id[:80])
             raise RemoteProtocolError(FAILED, UNAUTHENTICATED) from None
         token_id = f"{DELEGATED_KEY}-{self.ctx.new_id()[:16]}"
         now = self.ctx.now()
-        token = self.signer.issue(client_id, token_id, now, self.config.token_ttl)
+        token = self.issue_token(client_id, token_id)
         self.open_session(conn, request, tenant, client_id, DELEGATED_KEY, token_id, token,
                           now + self.config.token_ttl)
 
@@ -163,6 +181,10 @@ class AuthOps(HubBase):
         self.catalog.revoke_token(session.token_id, session.expires_at, self.ctx.now())
         self.catalog_changed()
         self.end_session(conn, msg.tenant, SessionState.CLOSED, notify=None)
+        for other in list(self.conns.values()):  # the token may have opened sessions elsewhere too
+            for tenant, s in list(other.sessions.items()):
+                if s.token_id == session.token_id:
+                    self.end_session(other, tenant, SessionState.CLOSED, notify="logged out")
         self.ctx.log.info("logout", conn=conn.conn_id, tenant=msg.tenant, client=session.client_id)
         self.ctx.reply(env, LogoutResponse(msg.tenant))
 
@@ -171,7 +193,7 @@ class AuthOps(HubBase):
         now = self.ctx.now()
         key_id = claims.token_id.split("-", 1)[0]
         token_id = f"{key_id}-{self.ctx.new_id()[:16]}"
-        token = self.signer.issue(claims.client_id, token_id, now, self.config.token_ttl)
+        token = self.issue_token(claims.client_id, token_id)
         self.catalog.revoke_token(claims.token_id, claims.expires_at, now)
         self.catalog_changed()
         for session in conn.sessions.values():

@@ -30,7 +30,7 @@ from commy.core.sessions import ClientConn, SessionState
 from commy.core.store_api import ServiceStore
 from commy.core.subscriptions import SubscriptionIndex
 from commy.core.variable_ops import VariableOps
-from commy.errors import INTERNAL, TIMEOUT, RemoteProtocolError
+from commy.errors import INTERNAL, RATE_LIMITED, TIMEOUT, RemoteProtocolError
 from commy.messages import (
     CLIENT_NODE_PREFIX,
     CLIENT_REQUESTS,
@@ -66,7 +66,10 @@ class ClientHub(AuthOps, AdminOps):
         self.subs = SubscriptionIndex()
         self.key_lockout = Lockout(config.max_failures, config.lockout_window, config.lockout_for)
         self.peer_lockout = Lockout(config.max_failures * 10, config.lockout_window, config.lockout_for)
+        self.token_limiter = Lockout(config.tokens_per_minute, 60.0, 60.0)
+        self.path_holders = {}  # (tenant, service) -> clients told its path since its last rotation
         self.epoch = 0  # bumped on every catalog change: cached session permissions go stale
+        self.open_services = {}  # (tenant, service) -> (handle, names in it); see HubBase
         self.slots = {}
         self.seen = {}  # mapped services: versions broadcast
         self.marks = {}
@@ -89,8 +92,9 @@ class ClientHub(AuthOps, AdminOps):
 
     @handles(ClientConnected)
     def _connected(self, msg: ClientConnected, env: Envelope) -> None:
-        self.conns[msg.conn_id] = ClientConn(msg.conn_id, client_address(msg.conn_id), msg.local, msg.peer,
-                                             self.ctx.now())
+        now = self.ctx.now()
+        self.conns[msg.conn_id] = ClientConn(msg.conn_id, client_address(msg.conn_id), msg.local, msg.peer, now,
+                                             opened_at=now)
 
     @handles(ClientDisconnected)
     def _disconnected(self, msg: ClientDisconnected, env: Envelope) -> None:
@@ -109,6 +113,9 @@ class ClientHub(AuthOps, AdminOps):
             return  # the connection is already gone; its late frames have no one to answer
         conn.last_seen = self.ctx.now()
         if conn.parked is not None:
+            if len(conn.parked) >= self.config.max_parked:
+                self.drop(conn, RATE_LIMITED, f"more than {self.config.max_parked} requests behind a login")
+                return
             conn.parked.append(env)
             return
         self.serve(conn, msg, env)
@@ -128,7 +135,10 @@ class ClientHub(AuthOps, AdminOps):
         queue, conn.parked = conn.parked, None
         while queue and conn.parked is None and conn.conn_id in self.conns:
             env = queue.popleft()
-            self.serve(conn, env.body, env)
+            try:
+                self.serve(conn, env.body, env)
+            except Exception as exc:  # answered `internal` already; the requests behind it still get theirs
+                self.ctx.log.error("request_failed", request=type(env.body).__name__, error=repr(exc))
         if queue and conn.parked is not None:  # a parked request parked the connection again
             conn.parked.extendleft(reversed(queue))
 
@@ -151,10 +161,16 @@ class ClientHub(AuthOps, AdminOps):
 
     @handles(ClientSweepTick)
     def _sweep(self, msg: ClientSweepTick, env: Envelope) -> None:
+        # Re-armed first: whatever fails below, liveness and expiry keep being enforced.
+        self.ctx.set_timer(self.config.sweep_interval, ClientSweepTick())
         now = self.ctx.now()
+        config = self.config
         for conn in list(self.conns.values()):
-            if now - conn.last_seen > self.config.heartbeat_timeout:
-                self.drop(conn, TIMEOUT, f"no heartbeat for {self.config.heartbeat_timeout:g} s")
+            if now - conn.last_seen > config.heartbeat_timeout:
+                self.drop(conn, TIMEOUT, f"no heartbeat for {config.heartbeat_timeout:g} s")
+                continue
+            if not conn.sessions and conn.parked is None and now - conn.opened_at > config.anonymous_timeout:
+                self.drop(conn, TIMEOUT, f"no session within {config.anonymous_timeout:g} s")
                 continue
             for tenant, session in list(conn.sessions.items()):
                 if session.open and now >= session.expires_at:
@@ -163,11 +179,12 @@ class ClientHub(AuthOps, AdminOps):
             self.catalog_changed()
         for alert in self.store.honeypot_alerts():
             self.ctx.log.error("honeypot_touched", tenant=alert.tenant, service=alert.service, detail=alert.detail)
-        self.ctx.set_timer(self.config.sweep_interval, ClientSweepTick())
 
     @handles(LocalPollTick)
     def _poll(self, msg: LocalPollTick, env: Envelope) -> None:
         self.poll_timer = None
-        self.poll_local_writes()
-        if self.slots:
-            self.poll_timer = self.ctx.set_timer(self.config.local_poll, LocalPollTick())
+        try:
+            self.poll_local_writes()
+        finally:  # a failing file must not end the watch over the others
+            if self.slots:
+                self.poll_timer = self.ctx.set_timer(self.config.local_poll, LocalPollTick())

@@ -5,6 +5,14 @@ catalog and the store) and the checks every operation starts with: which session
 in (`session_for`), whether it holds a permission (`require`), who is a server admin, and how a
 session or a connection ends. The operation mixins (`AuthOps`, `VariableOps`, `AdminOps`) build on
 it and `ClientHub` (`commy.core.clients`) puts them together as one actor.
+
+Two caches keep the per-request checks cheap without skipping any. A session's permissions are
+computed once per catalog *epoch* (bumped by `catalog_changed`, which every catalog change goes
+through), and `require` checks an active, up-to-date session with one dict hit and one set test.
+`open_services` maps (tenant, service) to the service file's handle and the variable names known
+to be in it, for services the catalog had at this epoch: `catalog_changed` empties it (a service
+deleted, a tenant removed) and rotating a file drops its entry, so a hit always means the names
+were valid, the service exists and the handle is its current file.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from commy.core.auth import Lockout, TokenSigner
 from commy.core.catalog import Catalog
 from commy.core.permissions import Permission
 from commy.core.sessions import ClientConn, Session, SessionState, WriterSlots
-from commy.core.store_api import ServiceStore
+from commy.core.store_api import ServiceHandle, ServiceStore
 from commy.core.subscriptions import SubscriptionIndex
-from commy.errors import BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED, RemoteProtocolError
+from commy.errors import BAD_REQUEST, EXPIRED, FORBIDDEN, UNAUTHENTICATED, RemoteProtocolError
 from commy.messages import CatalogChanged, CloseClient, Envelope, Error, LocalPollTick, Message, PermissionRevoked
 from commy.messages.client import SERVER
+
+ACTIVE = SessionState.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +49,22 @@ class HubConfig:
     max_names: int = 10_000  # variables per request
     max_sessions: int = 64  # tenants per connection
     max_bad_requests: int = 100  # refused requests before the connection is closed
+    anonymous_timeout: float = 60.0  # a connection with no session for this long is dropped
+    max_reply_bytes: int = 64 << 20  # values in one reply (a Get or a Subscribe's current state)
+    max_value: int = 16 << 20  # bytes per variable value
+    max_services: int = 1000  # services per tenant
+    max_subscribed: int = 10_000  # subscribed names per connection
+    max_parked: int = 1000  # requests waiting behind a delegated login
+    tokens_per_minute: int = 60  # issued to one client: each may be revoked, and revocations are kept
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_timeout", "sweep_interval", "token_ttl", "lockout_window", "lockout_for",
-                     "local_poll", "delegated_timeout"):
+                     "local_poll", "delegated_timeout", "anonymous_timeout"):
             value = getattr(self, name)
             if not 0 < value < float("inf"):
                 raise ValueError(f"clients.{name} must be a finite number > 0, got {value!r}")
-        for name in ("max_failures", "max_names", "max_sessions", "max_bad_requests"):
+        for name in ("max_failures", "max_names", "max_sessions", "max_bad_requests", "max_reply_bytes",
+                     "max_value", "max_services", "max_subscribed", "max_parked", "tokens_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"clients.{name} must be >= 1")
 
@@ -66,7 +84,10 @@ class HubBase(Actor):
     subs: SubscriptionIndex
     key_lockout: Lockout
     peer_lockout: Lockout
+    token_limiter: Lockout
+    path_holders: dict[tuple[str, str], set[str]]
     epoch: int
+    open_services: dict[tuple[str, str], tuple[ServiceHandle, set[str]]]
     slots: dict[tuple[str, str], WriterSlots]
     seen: dict[tuple[str, str], dict[str, int]]
     marks: dict[tuple[str, str], int]
@@ -83,6 +104,9 @@ class HubBase(Actor):
         if session is None:
             what = "the server" if tenant == SERVER else f"tenant {str(tenant)[:64]!r}"
             raise RemoteProtocolError(f"not authenticated on {what}: send Authenticate first", UNAUTHENTICATED)
+        if self.ctx.now() >= session.expires_at:
+            self.end_session(conn, tenant, SessionState.CLOSED, notify="token expired")
+            raise RemoteProtocolError("the session's token expired: authenticate again", EXPIRED)
         if session.epoch != self.epoch:
             session.permissions = self.permissions_of(session.client_id, tenant)
             session.epoch = self.epoch
@@ -94,11 +118,17 @@ class HubBase(Actor):
         return self.catalog.permissions(client_id, tenant)
 
     def require(self, conn: ClientConn, tenant: str, *perms: Permission) -> Session:
-        session = self.session_for(conn, tenant)
-        missing = [p.value for p in perms if p not in session.permissions]
-        if missing:
-            raise RemoteProtocolError(f"client {session.client_id!r} lacks {', '.join(missing)} on tenant "
-                                      f"{tenant!r}", FORBIDDEN)
+        """The session `session_for` gives, if it holds every one of `perms`; else `forbidden`."""
+        session = conn.sessions.get(tenant) if type(tenant) is str else None
+        if (session is None or session.state is not ACTIVE or session.epoch != self.epoch
+                or self.ctx.now() >= session.expires_at):
+            session = self.session_for(conn, tenant)  # the rest: none, migrating, permissions stale
+        held = session.permissions
+        for p in perms:
+            if p not in held:
+                missing = [q.value for q in perms if q not in held]
+                raise RemoteProtocolError(f"client {session.client_id!r} lacks {', '.join(missing)} on tenant "
+                                          f"{tenant!r}", FORBIDDEN)
         return session
 
     def require_server_admin(self, conn: ClientConn) -> str:
@@ -179,4 +209,5 @@ class HubBase(Actor):
 
     def catalog_changed(self) -> None:
         self.epoch += 1
+        self.open_services.clear()
         self.ctx.publish(CatalogChanged(self.catalog.snapshot()))

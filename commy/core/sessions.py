@@ -72,6 +72,7 @@ class ClientConn:
     local: bool
     peer: str
     last_seen: float
+    opened_at: float = 0.0
     sessions: dict[str, Session] = field(default_factory=dict)
     # Requests that arrived while an authentication was waiting on a delegated hook: answered in
     # order once it completes, so replies stay in request order.

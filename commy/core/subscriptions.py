@@ -51,6 +51,11 @@ class SubscriptionIndex:
             return []
         return [conn for conn, names in subs.items() if names is None or name in names]
 
+    def names_of(self, conn_id: str) -> int:
+        """How many names `conn_id` is subscribed to (a whole service counts as one)."""
+        return sum(1 if (names := subs[conn_id]) is None else len(names)
+                   for subs in self._by_service.values() if conn_id in subs)
+
     def is_subscribed(self, conn_id: str, tenant: str, service: str) -> bool:
         return conn_id in self._by_service.get((tenant, service), {})
 

@@ -7,14 +7,22 @@ broadcast at once; direct writes are found by polling the mapped files every `lo
 default) -- a cheap read of the file's change mark, then a scan for versions that moved. The
 writer slot recorded with each direct write says which local client made it; a write by a slot
 whose client may not write is not broadcast but logged, and that client's mapping is rotated away.
+
+`SetVariables` is the hot path, so it does each check once and nothing twice. The service's
+handle comes from `open_services` (see `HubBase.served`): one dict hit stands for "the name is
+valid, the service is in the catalog and this is its current file", and next to the handle sits
+the set of variable names already written through it, so a known name is not validated again (a
+new or unknown one is, before anything is written). The replies and events are built with the
+messages' fast constructors, and a change nobody subscribes to is counted but never built.
 """
 
 from __future__ import annotations
 
 from commy.core.hub_base import HubBase
 from commy.core.permissions import Permission
-from commy.core.sessions import ClientConn, WriterSlots
-from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RATE_LIMITED, RemoteProtocolError
+from commy.core.sessions import ClientConn, Session, WriterSlots
+from commy.core.store_api import ServiceHandle
+from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, RemoteProtocolError
 from commy.messages import (
     ClientMigrationAck,
     Envelope,
@@ -35,10 +43,16 @@ from commy.messages import (
     VariablesUpdated,
     VariableValue,
     VariableVersion,
+    fast_constructor,
 )
 from commy.store.names import check_service, check_variable
 
 CONCERNS = ("", "local", "replicated", "quorum")
+_NO_NAMES: frozenset[str] = frozenset()
+# Positional constructors without the frozen __init__'s per-field setattr (see fast_constructor).
+_new_version = fast_constructor(VariableVersion)
+_new_updated = fast_constructor(VariablesUpdated)
+_new_changed = fast_constructor(VariableChanged)
 
 
 class VariableOps(HubBase):
@@ -52,8 +66,13 @@ class VariableOps(HubBase):
             raise RemoteProtocolError(f"service {service!r} not found in tenant {tenant!r}", NOT_FOUND)
 
     def _values(self, tenant: str, service: str, names: tuple[str, ...]) -> tuple[VariableValue, ...]:
+        """The variables named (each once, however often named), refused as `too_large` past
+        `max_reply_bytes`: a small request must not make a huge reply."""
         handle = self.store.open(tenant, service)
-        entries = handle.entries() if not names else [e for n in names if (e := handle.read(n)) is not None]
+        entries = handle.entries() if not names else [e for n in dict.fromkeys(names) if (e := handle.read(n))]
+        if sum(len(e.value) for e in entries) > self.config.max_reply_bytes:
+            raise RemoteProtocolError(f"the reply would exceed {self.config.max_reply_bytes} bytes of values: "
+                                      "ask for fewer variables", TOO_LARGE)
         writers = self.last_writer
         return tuple(VariableValue(e.name, e.value, e.version, writers.get((tenant, service, e.name), ""))
                      for e in entries)
@@ -69,41 +88,74 @@ class VariableOps(HubBase):
         self.ctx.reply(env, VariablesData(msg.tenant, msg.service, self._values(msg.tenant, msg.service, msg.names)))
 
     def set_variables(self, conn: ClientConn, msg: SetVariables, env: Envelope) -> None:
-        tenant, service = msg.tenant, msg.service
+        tenant, service, variables = msg.tenant, msg.service, msg.variables
         session = self.require(conn, tenant, Permission.VARIABLE_WRITE)
         if msg.concern not in CONCERNS:
             raise RemoteProtocolError(f"unknown write concern {msg.concern[:40]!r} (local, replicated, quorum)",
                                       BAD_REQUEST)
-        self.check_count("variables", msg.variables)
-        for nv in msg.variables:
-            check_variable(nv.name)
+        if len(variables) > self.config.max_names:
+            self.check_count("variables", variables)
+        key = (tenant, service)
+        served = self.open_services.get(key) if type(service) is str else None
+        known = served[1] if served is not None else _NO_NAMES
+        max_value = self.config.max_value
+        for nv in variables:  # every name and size before any write: a bad one refuses the whole request
+            name = nv.name
+            if type(name) is not str or name not in known:
+                check_variable(name)
+            if len(nv.value) > max_value:
+                raise RemoteProtocolError(f"value of {name[:64]!r} is {len(nv.value)} bytes, over {max_value}",
+                                          TOO_LARGE)
+        if served is None:
+            served = self.served(key, session)
+        handle, known = served
+        writer = session.client_id
+        last_writer, seen, subscribers = self.last_writer, self.seen.get(key), self.subs.subscribers
+        versions = []
+        for nv in variables:
+            name, value = nv.name, nv.value
+            version = handle.write(name, value)
+            known.add(name)  # after the write: the set holds only names the file has
+            versions.append(_new_version(name, version))
+            last_writer[(tenant, service, name)] = writer
+            if seen is not None:
+                seen[name] = version  # our own write: the local poll must not announce it again
+            self.stats["changes"] += 1
+            targets = subscribers(tenant, service, name)
+            if targets:  # nobody listening: nothing to build
+                self.fan_out(_new_changed(tenant, service, name, value, version, writer), targets)
+        self.ctx.reply(env, _new_updated(tenant, service, tuple(versions)))
+
+    def served(self, key: tuple[str, str], session: Session) -> tuple[ServiceHandle, set[str]]:
+        """Check the service name, find the service (creating it if `session` may) and cache its handle."""
+        tenant, service = key
+        check_service(service)
         if not self.catalog.has_service(tenant, service):
-            check_service(service)
             if Permission.SERVICE_CREATE not in session.permissions:
                 raise RemoteProtocolError(f"service {service!r} not found in tenant {tenant!r} (and client "
                                           f"{session.client_id!r} may not create it)", NOT_FOUND)
             self.create_service(tenant, service)
-        handle = self.store.open(tenant, service)
-        versions = []
-        for nv in msg.variables:
-            version = handle.write(nv.name, nv.value)
-            versions.append(VariableVersion(nv.name, version))
-            self.last_writer[(tenant, service, nv.name)] = session.client_id
-            seen = self.seen.get((tenant, service))
-            if seen is not None:
-                seen[nv.name] = version  # our own write: the local poll must not announce it again
-            self.broadcast(VariableChanged(tenant, service, nv.name, nv.value, version, session.client_id))
-        self.ctx.reply(env, VariablesUpdated(tenant, service, tuple(versions)))
+        served = self.open_services[key] = (self.store.open(tenant, service), set())
+        return served
 
     def create_service(self, tenant: str, service: str) -> None:
+        if len(self.catalog.services(tenant)) >= self.config.max_services:
+            raise RemoteProtocolError(f"tenant {tenant!r} has {self.config.max_services} services, its limit",
+                                      RATE_LIMITED)
+        self.store.open(tenant, service, create=True)  # the file first: if it fails, the catalog stays as it was
         self.catalog.create_service(tenant, service, self.ctx.now())
-        self.store.open(tenant, service, create=True)
         self.catalog_changed()
 
     def broadcast(self, change: VariableChanged) -> None:
         self.stats["changes"] += 1
+        targets = self.subs.subscribers(change.tenant, change.service, change.name)
+        if targets:
+            self.fan_out(change, targets)
+
+    def fan_out(self, change: VariableChanged, conn_ids: list[str]) -> None:
+        """Send one change, built once, to each of `conn_ids` still connected, in order."""
         conns, send = self.conns, self.ctx.send
-        for conn_id in self.subs.subscribers(change.tenant, change.service, change.name):
+        for conn_id in conn_ids:
             conn = conns.get(conn_id)
             if conn is not None:
                 send(conn.address, change)
@@ -116,6 +168,9 @@ class VariableOps(HubBase):
         self.existing_service(msg.tenant, msg.service)
         for name in msg.names:
             check_variable(name)
+        if self.subs.names_of(conn.conn_id) + len(msg.names) > self.config.max_subscribed:
+            raise RemoteProtocolError(f"at most {self.config.max_subscribed} subscribed names per connection",
+                                      RATE_LIMITED)
         self.subs.add(conn.conn_id, msg.tenant, msg.service, msg.names)
         current = self._values(msg.tenant, msg.service, msg.names)
         self.ctx.reply(env, SubscriptionAck(msg.tenant, msg.service, msg.names, current))
@@ -124,6 +179,8 @@ class VariableOps(HubBase):
         self.session_for(conn, msg.tenant)
         check_service(msg.service)
         self.check_count("names", msg.names)
+        for name in msg.names:
+            check_variable(name)
         self.subs.remove(conn.conn_id, msg.tenant, msg.service, msg.names)
         self.ctx.reply(env, UnsubscribeAck(msg.tenant, msg.service, msg.names))
 
@@ -147,12 +204,14 @@ class VariableOps(HubBase):
             if slot is None:
                 raise RemoteProtocolError(f"service {msg.service!r} is mapped by too many clients", RATE_LIMITED)
             conn.mapped[key] = slot
+            self.path_holders.setdefault(key, set()).add(session.client_id)  # it knows the path from now on
             self.ensure_polling()
         path = str(self.store.path(*key))
         self.ctx.reply(env, ServiceMapped(msg.tenant, msg.service, path, slot))
 
     def unmap_service(self, conn: ClientConn, msg: UnmapService, env: Envelope) -> None:
         self.session_for(conn, msg.tenant)
+        check_service(msg.service)
         self.poll_one((msg.tenant, msg.service))  # announce its last direct writes while we know the slot
         self.release_mapping(conn, (msg.tenant, msg.service))
         self.ctx.reply(env, ServiceUnmapped(msg.tenant, msg.service))
@@ -209,6 +268,7 @@ class VariableOps(HubBase):
         answers `MigrationAck`. The old file is deleted, or kept as a honeypot by the store.
         """
         self.poll_one(key)  # announce direct writes still pending in the old file first
+        self.open_services.pop(key, None)  # its handle is about to be the old file's
         new_path = str(self.store.rotate(*key))
         self.stats["rotations"] += 1
         for conn_id in banned:
@@ -217,6 +277,8 @@ class VariableOps(HubBase):
                 self.release_mapping(conn, key)
         slots = self.slots.get(key)
         holders = slots.holders() if slots is not None else []
+        # Only the mapping clients that stay learn the new path (with FileMigration).
+        self.path_holders[key] = {client for _, client in slots.owners.values()} if slots is not None else set()
         if key in self.marks:
             self.marks[key] = self.store.open(*key).change_mark()
         self.ctx.log.warning("file_rotated", tenant=key[0], service=key[1], banned=len(banned), remapping=len(holders))

@@ -48,19 +48,22 @@ from commy.messages import (
     Address,
     ClientConnected,
     ClientDisconnected,
+    ClientMigrationAck,
     CloseClient,
     Envelope,
     Error,
     Message,
+    MigrationAck,
     client_address,
     new_envelope,
 )
-from commy.runtime.gateway_conn import ClientConnection, frame
+from commy.runtime.gateway_conn import HEADS, ClientConnection, frame
 
 LOG_ACTOR = "gateway"
 HttpRoute = Callable[[ServerConnection, Request], Response | None]
 """(connection, request) -> a response, or None to go on with the WebSocket handshake."""
 
+UNANSWERED = frozenset({MigrationAck, ClientMigrationAck})  # acknowledgements: the hub never replies
 CLOSED, STALLED, TOO_LARGE, BAD_FRAMES = "closed", "stalled", "too_large", "too_many_bad_frames"
 SERVER_CLOSING, CLOSED_BY_SERVER, PING_TIMEOUT = "server_closing", "closed_by_server", "ping_timeout"
 
@@ -142,8 +145,10 @@ class Gateway:
         codec = server_codec()
         self._encode_binary, self._encode_text = codec.encode_binary, codec.encode_text
         self._decode_binary, self._decode_text = codec.decode_binary, codec.decode_text
+        self._deliver, self._clock = node.deliver, self.loop.time  # bound once: called for every frame
         self._cache_body: Message | None = None
         self._cache: list[tuple[bytes, bytes] | None] = [None, None]  # per form: (payload, frame)
+        self._max_queue, self._max_queue_bytes = self.config.max_queue, self.config.max_queue_bytes
 
     # ---- lifecycle
 
@@ -317,7 +322,7 @@ class Gateway:
                     request_id, msg = self._decode_text(data.decode("utf-8"))
                 except UnicodeDecodeError:
                     raise FrameError("a text frame must be valid UTF-8") from None
-                if request_id:
+                if request_id and type(msg) not in UNANSWERED:  # an ack gets no reply to match
                     ids = conn.text_ids
                     if len(ids) >= self.config.max_queue:
                         ids.clear()  # a client that never waits for replies: they fall back to binary
@@ -331,7 +336,7 @@ class Gateway:
             self._log("error", "decode_failed", conn=conn.conn_id, error=repr(exc)[:200])
             self._bad_frame(conn, RemoteProtocolError("the frame could not be decoded", BAD_FRAME), text)
             return
-        self.node.deliver(new_envelope(request_id, None, conn.address, self.hub, self.loop.time(), msg))
+        self._deliver(new_envelope(request_id, None, conn.address, self.hub, self._clock(), msg))
 
     def _bad_frame(self, conn: ClientConnection, exc: RemoteProtocolError, text: bool) -> None:
         self.stats.bad_frames += 1
@@ -349,40 +354,54 @@ class Gateway:
             self.stats.unroutable += 1
             return
         body = env.body
-        request_id = env.request_id or 0
+        request_id = env.request_id
         if request_id:
+            text = False
             ids = conn.text_ids
-            text = bool(ids) and request_id in ids
-            if text:
+            if ids and request_id in ids:
                 ids.discard(request_id)
-        else:
-            text = conn.text
+                text = True
+            if type(body) is CloseClient:
+                self._close_client(conn, request_id, body, text)
+            elif text:
+                self._queue(conn, self._encode(request_id, body, True), True)
+            else:  # the usual reply, encoded right here
+                self.stats.encoded += 1
+                self._queue(conn, self._encode_binary(request_id, body), False)
+            return
+        text = conn.text
         if type(body) is CloseClient:
-            self._close_client(conn, request_id, body, text)
-        elif request_id:
-            self._queue(conn, self._encode(request_id, body, text), text)
-        elif body is self._cache_body:
-            self._queue(conn, self._cache[text] or self._cached(body, text), text)
-        else:
+            self._close_client(conn, 0, body, text)
+            return
+        if body is not self._cache_body:
             self._cache_body = body
             self._cache = [None, None]
-            self._queue(conn, self._cached(body, text), text)
+        item = self._cache[text]
+        if item is None:
+            payload = self._encode(0, body, text)
+            item = self._cache[text] = (payload, frame(payload, text))
+        self._queue(conn, item[0], text, item[1])
 
-    def _queue(self, conn: ClientConnection, item: tuple[bytes, bytes], text: bool) -> None:
+    def _queue(self, conn: ClientConnection, payload: bytes, text: bool, framed: bytes | None = None) -> None:
+        """Queue one message for `conn`: as a finished frame (`framed`, or built here) unless an
+        extension was negotiated, in which case websockets frames the payload when it is flushed."""
+        out = conn.out
         if conn.raw:
-            conn.out.append(item[1])
-            conn.out_bytes += len(item[1])
+            if framed is None:
+                n = len(payload)
+                framed = HEADS[text][n] + payload if n < 126 else frame(payload, text)
+            out.append(framed)
+            conn.out_bytes += len(framed)
         else:
-            conn.out.append((text, item[0]))
-            conn.out_bytes += len(item[0])
+            out.append((text, payload))
+            conn.out_bytes += len(payload)
         if not conn.scheduled and not conn.receiving:  # a receiving connection flushes when done
             conn.scheduled = True
             self._dirty.append(conn)
             if len(self._dirty) == 1:
                 self.loop.call_soon(self._flush_dirty)
-        c = self.config
-        if conn.out_bytes > c.max_queue_bytes or len(conn.out) > c.max_queue:
-            self._stall(conn, f"{len(conn.out)} messages, {conn.out_bytes} bytes queued")
+        if conn.out_bytes > self._max_queue_bytes or len(out) > self._max_queue:
+            self._stall(conn, f"{len(out)} messages, {conn.out_bytes} bytes queued")
 
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, []
@@ -395,15 +414,11 @@ class Gateway:
         code = CloseCode.POLICY_VIOLATION if msg.code else CloseCode.NORMAL_CLOSURE
         self._close(conn, CLOSED_BY_SERVER, code, msg.code or "closed by the server")
 
-    def _encode(self, request_id: int, body: Message, text: bool) -> tuple[bytes, bytes]:
+    def _encode(self, request_id: int, body: Message, text: bool) -> bytes:
         self.stats.encoded += 1
-        payload = self._encode_text(request_id, body).encode("utf-8") if text else self._encode_binary(
-            request_id, body)
-        return payload, frame(payload, text)
-
-    def _cached(self, body: Message, text: bool) -> tuple[bytes, bytes]:
-        item = self._cache[text] = self._encode(0, body, text)
-        return item
+        if text:
+            return self._encode_text(request_id, body).encode("utf-8")
+        return self._encode_binary(request_id, body)
 
     # ---- logging
 

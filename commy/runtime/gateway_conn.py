@@ -47,12 +47,16 @@ _ENDING = (CLOSING, CLOSED)
 MAX_EARLY = 1024  # frames held before the gateway registers the connection
 
 
+# The two header bytes of every short frame (payload under 126 bytes), per form: [text][length].
+HEADS = ([bytes((_FIN_BINARY, n)) for n in range(126)], [bytes((_FIN_TEXT, n)) for n in range(126)])
+
+
 def frame(payload: bytes, text: bool) -> bytes:
     """A complete, unmasked, final WebSocket data frame carrying `payload` (server to client)."""
     first = _FIN_TEXT if text else _FIN_BINARY
     n = len(payload)
     if n < 126:
-        return bytes((first, n)) + payload
+        return HEADS[text][n] + payload
     if n < 65536:
         return _H16.pack(first, 126, n) + payload
     return _H64.pack(first, 127, n) + payload
@@ -132,7 +136,11 @@ class ClientConnection(ServerConnection):
     def _fast_received(self, data: bytes) -> None:
         """Whole, final, masked text/binary frames are unmasked and handled here; every other frame
         (control frames, fragments, reserved bits) goes to websockets whole; anything it must refuse
-        (an unmasked or oversize frame) hands it the rest of the stream for good."""
+        (an unmasked or oversize frame) hands it the rest of the stream for good.
+
+        The usual frame -- FIN, no reserved bits, masked, under 126 bytes -- takes the first branch:
+        two byte reads, one unmask, one call. The protocol's state (a property) is checked on entry
+        and after each frame websockets handles, the only thing here that can change it."""
         buf = self._inbuf
         if buf:
             buf += data
@@ -140,10 +148,25 @@ class ClientConnection(ServerConnection):
         else:
             view = data
         end, pos = len(view), 0
-        max_size = self.protocol.max_message_size
         protocol = self.protocol
+        max_size = protocol.max_message_size
+        short_max = 125 if max_size is None else min(max_size, 125)  # largest short frame allowed
+        gateway = self.gateway
+        opened = protocol.state is OPEN
         while end - pos >= 2:
-            b0, b1 = view[pos], view[pos + 1]
+            b0, n = view[pos], view[pos + 1] ^ 0x80  # a masked frame's length byte has its top bit set
+            if n <= short_max and (b0 == _FIN_BINARY or b0 == _FIN_TEXT) and opened and self._fragments is None:
+                stop = pos + 6 + n
+                if stop > end:
+                    break
+                payload = apply_mask(view[pos + 6:stop], view[pos + 2:pos + 6])
+                if gateway is not None:
+                    gateway.on_frame(self, payload, b0 == _FIN_TEXT)
+                else:
+                    self._message(payload, b0 == _FIN_TEXT)
+                pos = stop
+                continue
+            b1 = n ^ 0x80
             n, head = b1 & 0x7F, 6
             if n == 126:
                 if end - pos < 8:
@@ -155,7 +178,7 @@ class ClientConnection(ServerConnection):
                     break
                 (n,) = _U64.unpack_from(view, pos + 2)
                 head = 14
-            if not b1 & 0x80 or (max_size is not None and n > max_size) or protocol.state is not OPEN:
+            if not b1 & 0x80 or (max_size is not None and n > max_size) or not opened:
                 self.fast = False
                 self._inbuf = bytearray()
                 super().data_received(bytes(view[pos:]))
@@ -168,6 +191,7 @@ class ClientConnection(ServerConnection):
                 self._message(apply_mask(view[pos + head:stop], view[stop - n - 4:stop - n]), op == 1)
             else:
                 super().data_received(bytes(view[pos:stop]))
+                opened = protocol.state is OPEN
             pos = stop
         if pos == end:
             if buf:

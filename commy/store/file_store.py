@@ -95,7 +95,17 @@ class FileStore:
     # ---- opening and removing -------------------------------------------------------------------
 
     def open(self, tenant: str, service: str, *, create: bool = False) -> ServiceFile:
-        """The server's handle on the service's file (the same object every time until removed)."""
+        """The server's handle on the service's file (the same object every time until removed).
+
+        An open handle is one dict hit: only names that passed validation ever become keys of
+        `_open`, so a hit needs no second look at them (a dict read is atomic, so no lock either;
+        the handle is closed only by remove/rotate/close, which callers order with their writes)."""
+        try:
+            sf = self._open.get((tenant, service))
+        except TypeError:  # an unhashable name: refused by name below
+            sf = None
+        if sf is not None and not sf.closed:
+            return sf
         key = (check_tenant(tenant), check_service(service))
         with self._lock:
             sf = self._open.get(key)

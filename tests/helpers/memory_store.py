@@ -71,6 +71,9 @@ class MemoryStore:
         self._n += 1
         return PurePosixPath(f"/mem/{tenant}/{self._n:032x}.svc")
 
+    def tenants(self) -> list[str]:
+        return sorted({t for t, _ in self.files})
+
     def exists(self, tenant: str, service: str) -> bool:
         return (tenant, service) in self.files
 

@@ -253,11 +253,11 @@ def test_delegated_authentication_runs_the_tenants_hook(tmp_path: Path) -> None:
         async with _client(srv.url) as ws:
             await _call(ws, 1, Authenticate("", "api_key", srv.bootstrap_key))
             await _call(ws, 2, CreateTenant("acme"))
-            assert isinstance(await _call(ws, 3, GrantPermission("acme", "alice", ("read",))), AdminDone)
+            assert isinstance(await _call(ws, 3, GrantPermission("acme", "acme/alice", ("read",))), AdminDone)
             assert isinstance(await _call(ws, 4, SetAuthHook("acme", "corp")), AdminDone)
         async with _client(srv.url) as ws:
             ok = await _call(ws, 1, Authenticate("acme", "delegated", "good"))
-            assert isinstance(ok, AuthenticationResponse) and ok.client_id == "alice"
+            assert isinstance(ok, AuthenticationResponse) and ok.client_id == "acme/alice"  # the tenant's namespace
             for rid, credential in enumerate(("bad", "boom", "slow"), start=2):
                 refused = await _call(ws, rid, Authenticate("acme", "delegated", credential))
                 assert isinstance(refused, Error) and refused.code == "unauthenticated", refused

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from commy.core.clients import HubConfig
+from commy.core.permissions import Permission
 from commy.errors import EXPIRED, FORBIDDEN, RATE_LIMITED, TIMEOUT, UNAUTHENTICATED
 from commy.messages import (
     Authenticate,
@@ -158,7 +159,7 @@ def test_silent_clients_are_dropped_and_heartbeats_keep_them() -> None:
 
 def test_delegated_login_parks_later_requests_and_answers_in_order() -> None:
     h = HubHarness(auth_hooks="hooks")
-    h.setup_tenant("acme", "carol")
+    h.setup_tenant("acme", "acme/carol")  # the hook's users live in the tenant's namespace
     h.catalog.set_auth_hook("acme", "sso", h.host.now())
     c = h.connect()
     first = h.send(c, Authenticate("acme", "delegated", "ticket-123"))
@@ -169,7 +170,7 @@ def test_delegated_login_parks_later_requests_and_answers_in_order() -> None:
     h.node.deliver(h.node_envelope(DelegatedAuthResult(asked[0].ref, "carol", "")))
     answered = [e for e in h.host.transmitted if e.request_id in (first, second)]
     assert [e.request_id for e in answered] == [first, second]
-    assert isinstance(answered[0].body, AuthenticationResponse) and answered[0].body.client_id == "carol"
+    assert isinstance(answered[0].body, AuthenticationResponse) and answered[0].body.client_id == "acme/carol"
     assert isinstance(answered[1].body, Error)
 
 
@@ -209,3 +210,58 @@ def test_unknown_method_is_a_bad_request(method: str) -> None:
     h = HubHarness()
     h.setup_tenant("acme", "alice")
     assert error_code(h.ask(h.connect(), Authenticate("acme", method, "x"))) == "bad_request"
+
+
+def test_logout_ends_every_session_its_token_opened() -> None:
+    h = HubHarness()
+    key = h.setup_tenant("acme", "alice")
+    c1 = h.connect()
+    token = h.login(c1, "acme", key).token
+    c2 = h.connect()
+    assert isinstance(h.ask(c2, Authenticate("acme", "token", token)), AuthenticationResponse)
+    h.ask(c1, Logout("acme"))
+    assert PermissionRevoked("acme", "logged out") in h.events(c2)
+    assert error_code(h.ask(c2, GetVariables("acme", "s", ()))) == UNAUTHENTICATED
+
+
+def test_token_issuance_is_rate_limited_per_client() -> None:
+    h = HubHarness()
+    key = h.setup_tenant("acme", "alice")
+    c = h.connect()
+    for _ in range(60):
+        h.login(c, "acme", key)
+    assert error_code(h.ask(c, Authenticate("acme", "api_key", key))) == RATE_LIMITED
+    h.host.current += 301
+    h.login(c, "acme", key)
+
+
+def test_delegated_identities_live_in_the_tenants_namespace() -> None:
+    h = HubHarness(auth_hooks="hooks")
+    h.setup_tenant("idp", "someone")
+    h.catalog.set_auth_hook("idp", "sso", h.host.now())
+    h.catalog.grant("idp/admin", "idp", frozenset(Permission), h.host.now())
+    c = h.connect()
+    rid = h.send(c, Authenticate("idp", "delegated", "x"))
+    h.node.deliver(h.node_envelope(DelegatedAuthResult(h.hook_requests[0].ref, "admin", "")))
+    reply = next(e.body for e in h.host.transmitted if e.request_id == rid)
+    assert isinstance(reply, AuthenticationResponse) and reply.client_id == "idp/admin"
+    from commy.messages import ListTenants
+    assert error_code(h.ask(c, ListTenants())) == FORBIDDEN  # not the server admin "admin"
+
+
+def test_an_expired_session_is_refused_even_between_sweeps() -> None:
+    h = HubHarness(HubConfig(token_ttl=10.0, sweep_interval=1000.0, heartbeat_timeout=5000.0))
+    key = h.setup_tenant("acme", "alice")
+    c = h.connect()
+    h.login(c, "acme", key)
+    h.host.current += 11
+    assert error_code(h.ask(c, GetVariables("acme", "s", ()))) in (UNAUTHENTICATED, EXPIRED)
+
+
+def test_anonymous_connections_are_dropped() -> None:
+    h = HubHarness(HubConfig(heartbeat_timeout=1000.0, anonymous_timeout=10.0))
+    idle = h.connect()
+    for _ in range(12):
+        h.send(idle, Heartbeat(0.0))
+        h.host.advance(1.0)
+    assert idle not in h.hub.conns

@@ -187,3 +187,47 @@ def test_a_direct_write_by_a_read_only_mapper_is_not_broadcast_and_rotates_the_f
     h.host.advance(0.002)
     assert b"evil" not in [e.value for e in h.events(w, VariableChanged)]  # type: ignore[attr-defined]
     assert h.store.rotated and ("acme", "s") not in h.hub.conns[ro].mapped
+
+
+def test_repeated_names_do_not_amplify_a_reply() -> None:
+    h = HubHarness(HubConfig(max_reply_bytes=10_000))
+    c = session(h, "acme", "alice")
+    h.ask(c, setv("acme", "s", big=b"x" * 4000))
+    data = h.ask(c, GetVariables("acme", "s", ("big",) * 1000))
+    assert isinstance(data, VariablesData) and len(data.variables) == 1
+    h.ask(c, setv("acme", "s", big2=b"y" * 4000, big3=b"z" * 4000))
+    assert code(h.ask(c, GetVariables("acme", "s", ()))) == "too_large"
+
+
+def test_an_oversize_value_refuses_the_whole_write() -> None:
+    h = HubHarness(HubConfig(max_value=100))
+    w = session(h, "acme", "alice")
+    h.ask(w, setv("acme", "s", a=b"0"))
+    assert code(h.ask(w, setv("acme", "s", a=b"1", b=b"x" * 101))) == "too_large"
+    data = h.ask(w, GetVariables("acme", "s", ()))
+    assert [(v.name, v.value) for v in data.variables] == [("a", b"0")]  # type: ignore[attr-defined]
+
+
+def test_unmap_and_unsubscribe_check_names(h: HubHarness) -> None:
+    c = session(h, "acme", "alice")
+    assert code(h.ask(c, UnmapService("acme", "../../x"))) == BAD_REQUEST
+    assert code(h.ask(c, Unsubscribe("acme", "s", ("x\x00",)))) == BAD_REQUEST
+
+
+def test_services_per_tenant_are_capped() -> None:
+    h = HubHarness(HubConfig(max_services=3))
+    c = session(h, "acme", "alice")
+    for i in range(3):
+        h.ask(c, setv("acme", f"s{i}", x=b"1"))
+    assert code(h.ask(c, setv("acme", "s3", x=b"1"))) == "rate_limited"
+
+
+def test_a_mapper_that_left_is_still_rotated_away_when_revoked(h: HubHarness) -> None:
+    w = session(h, "acme", "alice")
+    h.ask(w, setv("acme", "s", x=b"0"))
+    m = session(h, "acme", "mallory", frozenset({"read"}))
+    h.ask(m, MapService("acme", "s"))
+    h.disconnect(m)
+    from commy.messages import RevokePermission
+    h.ask(h.admin(), RevokePermission("acme", "mallory", ()))
+    assert h.store.rotated and h.store.rotated[-1][:2] == ("acme", "s")
