@@ -231,6 +231,21 @@ class RunningServer:
                 self.lock.release()
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one: each open service holds two descriptors
+    (the file and its mapping) and each client a socket, and 1,024 is soon reached."""
+    if sys.platform == "win32":
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+        except (ValueError, OSError):
+            pass  # a container may refuse: the per-tenant service quota still bounds the use
+
+
 def _no_log(node: str, actor: str, level: str, event: str, fields: dict[str, object]) -> None:
     return None
 
@@ -265,6 +280,7 @@ async def start_server(
     loop = asyncio.get_running_loop()
     folder = Path(data)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    raise_open_file_limit()
     lock = FolderLock(folder)
     host = AsyncioHost(loop)
     node = Node(node_id, host, node_seed(seed), log_sink=log_sink or _no_log, strict=strict)
