@@ -127,6 +127,7 @@ class ClientHub(AuthOps, AdminOps):
         except RemoteProtocolError as exc:
             self.refuse(conn, env, exc.code, exc.detail)
         except Exception:  # our bug: still answer, then let the node log it (or raise, when strict)
+            self.open_services.clear()  # a half-done operation may have left a cached handle stale
             self.refuse(conn, env, INTERNAL, f"internal error handling {type(msg).__name__}")
             raise
 
