@@ -238,11 +238,9 @@ def decode_object(raw: bytes) -> Any:
 class AsyncTyped:
     """`get_int` / `set_int` and friends over an async `get` / `set` of bytes."""
 
-    async def get(self, name: str) -> bytes | None:
-        raise NotImplementedError
-
-    async def set(self, name: str, value: bytes, *, concern: str = "local") -> int:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the class that mixes this in
+        async def get(self, name: str) -> bytes | None: ...
+        async def set(self, name: str, value: bytes, *, concern: str = "local") -> int: ...
 
     async def get_int(self, name: str) -> int | None:
         raw = await self.get(name)
@@ -282,11 +280,9 @@ class AsyncTyped:
 class SyncTyped:
     """The blocking twin of `AsyncTyped`."""
 
-    def get(self, name: str) -> bytes | None:
-        raise NotImplementedError
-
-    def set(self, name: str, value: bytes, *, concern: str = "local") -> int:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the class that mixes this in
+        def get(self, name: str) -> bytes | None: ...
+        def set(self, name: str, value: bytes, *, concern: str = "local") -> int: ...
 
     def get_int(self, name: str) -> int | None:
         raw = self.get(name)

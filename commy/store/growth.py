@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from commy.errors import TOO_LARGE, RemoteProtocolError
 from commy.store.layout import (
@@ -77,20 +77,12 @@ class Growth:
     _writer: int
     _counter: int
 
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def _corrupt(self, what: str) -> StoreError:
-        raise NotImplementedError
-
-    def _remap(self) -> None:
-        raise NotImplementedError
-
-    def _refresh(self, header_held: bool = False) -> None:
-        raise NotImplementedError
-
-    def _reindex(self, count: int) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # ServiceFile's own methods, which these writes call
+        def _check_open(self) -> None: ...
+        def _corrupt(self, what: str) -> StoreError: ...
+        def _remap(self) -> None: ...
+        def _refresh(self, header_held: bool = False) -> None: ...
+        def _reindex(self, count: int) -> None: ...
 
     def _write_slow(self, name: str, value: bytes, stamp: int) -> int:
         """Create the variable, or give it room, under the header lock. Needs the process lock."""
