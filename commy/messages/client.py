@@ -447,6 +447,20 @@ CLIENT_REQUESTS: frozenset[type[Message]] = frozenset({
 })
 """Every message a client may send to a server."""
 
+REPLY_TO: dict[type[Message], type[Message]] = {
+    Authenticate: AuthenticationResponse, Logout: LogoutResponse, RefreshToken: TokenRefreshResponse,
+    CheckPermission: PermissionResponse, Heartbeat: HeartbeatAck, Resume: ResumeResponse,
+    GetVariables: VariablesData, SetVariables: VariablesUpdated, Subscribe: SubscriptionAck,
+    Unsubscribe: UnsubscribeAck, MapService: ServiceMapped, UnmapService: ServiceUnmapped,
+    CreateTenant: AdminDone, DeleteTenant: AdminDone, CreateService: AdminDone, DeleteService: AdminDone,
+    GrantPermission: AdminDone, RevokePermission: AdminDone, CreateApiKey: ApiKeyCreated, RevokeApiKey: AdminDone,
+    ListTenants: TenantList, ListServices: ServiceList, SetAuthHook: AdminDone,
+}
+"""The reply each client request gets when it succeeds (otherwise `Error`)."""
+
+UNANSWERED: frozenset[type[Message]] = frozenset({MigrationAck, ClientMigrationAck})
+"""Acknowledgements of server events: the server sends no reply to them."""
+
 CLIENT_REPLIES: frozenset[type[Message]] = frozenset({
     AuthenticationResponse, LogoutResponse, TokenRefreshResponse, PermissionResponse, HeartbeatAck,
     ResumeResponse, VariablesData, VariablesUpdated, SubscriptionAck, UnsubscribeAck, ServiceMapped,
@@ -454,3 +468,7 @@ CLIENT_REPLIES: frozenset[type[Message]] = frozenset({
     VariableChanged, PermissionRevoked, FileMigration, ClientMigration,
 })
 """Every message a server may send to a client (replies and pushed events)."""
+
+if set(REPLY_TO) | UNANSWERED != CLIENT_REQUESTS:  # checked at import: every request says how it is answered
+    raise TypeError("client requests without a documented reply: "
+                    f"{sorted(c.__name__ for c in CLIENT_REQUESTS - set(REPLY_TO) - UNANSWERED)}")

@@ -48,22 +48,20 @@ from commy.messages import (
     Address,
     ClientConnected,
     ClientDisconnected,
-    ClientMigrationAck,
     CloseClient,
     Envelope,
     Error,
     Message,
-    MigrationAck,
     client_address,
     new_envelope,
 )
+from commy.messages.client import UNANSWERED
 from commy.runtime.gateway_conn import HEADS, ClientConnection, frame
 
 LOG_ACTOR = "gateway"
 HttpRoute = Callable[[ServerConnection, Request], Response | None]
 """(connection, request) -> a response, or None to go on with the WebSocket handshake."""
 
-UNANSWERED = frozenset({MigrationAck, ClientMigrationAck})  # acknowledgements: the hub never replies
 CLOSED, STALLED, TOO_LARGE, BAD_FRAMES = "closed", "stalled", "too_large", "too_many_bad_frames"
 SERVER_CLOSING, CLOSED_BY_SERVER, PING_TIMEOUT = "server_closing", "closed_by_server", "ping_timeout"
 

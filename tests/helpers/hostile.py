@@ -38,51 +38,21 @@ from commy.errors import (
     UNAUTHENTICATED,
     UNKNOWN_MESSAGE,
 )
-from commy.messages import ClientMigration, ClientMigrationAck, Error, Message
+from commy.messages import ClientMigration, Error, Message
 from commy.messages.client import (
-    CLIENT_REQUESTS,
     SERVER,
+    UNANSWERED,
     AdminDone,
     ApiKeyCreated,
     Authenticate,
     AuthenticationResponse,
-    CheckPermission,
     CreateApiKey,
-    CreateService,
     CreateTenant,
-    DeleteService,
-    DeleteTenant,
     FileMigration,
     GetVariables,
-    GrantPermission,
-    Heartbeat,
-    HeartbeatAck,
-    ListServices,
-    ListTenants,
-    Logout,
-    LogoutResponse,
-    MapService,
-    MigrationAck,
     NamedValue,
-    PermissionResponse,
     PermissionRevoked,
-    RefreshToken,
-    Resume,
-    ResumeResponse,
-    RevokeApiKey,
-    RevokePermission,
-    ServiceList,
-    ServiceMapped,
-    ServiceUnmapped,
-    SetAuthHook,
     SetVariables,
-    Subscribe,
-    SubscriptionAck,
-    TenantList,
-    TokenRefreshResponse,
-    UnmapService,
-    Unsubscribe,
-    UnsubscribeAck,
     VariableChanged,
     VariablesData,
     VariablesUpdated,
@@ -100,17 +70,7 @@ MAX_BAD_FRAMES = GatewayConfig().max_bad_frames
 POLICY_VIOLATION, MESSAGE_TOO_BIG = 1008, 1009
 
 EVENTS = (VariableChanged, PermissionRevoked, FileMigration, ClientMigration)
-ACKS = frozenset({MigrationAck, ClientMigrationAck})  # acknowledgements: the protocol sends no reply
-REPLY_TO: dict[type[Message], type[Message]] = {
-    Authenticate: AuthenticationResponse, Logout: LogoutResponse, RefreshToken: TokenRefreshResponse,
-    CheckPermission: PermissionResponse, Heartbeat: HeartbeatAck, Resume: ResumeResponse,
-    GetVariables: VariablesData, SetVariables: VariablesUpdated, Subscribe: SubscriptionAck,
-    Unsubscribe: UnsubscribeAck, MapService: ServiceMapped, UnmapService: ServiceUnmapped,
-    CreateTenant: AdminDone, DeleteTenant: AdminDone, CreateService: AdminDone, DeleteService: AdminDone,
-    GrantPermission: AdminDone, RevokePermission: AdminDone, CreateApiKey: ApiKeyCreated, RevokeApiKey: AdminDone,
-    ListTenants: TenantList, ListServices: ServiceList, SetAuthHook: AdminDone,
-}
-assert set(REPLY_TO) | ACKS == CLIENT_REQUESTS, "a new client request: say what it is answered with"
+ACKS = UNANSWERED  # acknowledgements: the protocol sends no reply
 # Every code a refusal may carry; `internal` (a handler crashed) never may.
 CODES = frozenset({BAD_REQUEST, BAD_FRAME, TOO_LARGE, UNKNOWN_MESSAGE, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND,
                    RATE_LIMITED, EXPIRED, TIMEOUT})

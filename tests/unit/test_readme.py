@@ -43,3 +43,13 @@ def test_readme_shows_the_current_trace_hash_of_its_example() -> None:
     shown = re.search(r"trace-hash: ([0-9a-f]{64})", README)
     assert shown, "the README shows no trace hash"
     assert shown.group(1) == run_scenario("heartbeat-crash", seed=7).trace_hash, "re-run the README's example"
+
+
+def test_the_client_table_says_what_each_request_is_answered_with() -> None:
+    from commy.messages.client import REPLY_TO, UNANSWERED
+
+    for request, reply in REPLY_TO.items():
+        assert re.search(rf"\| {request.TAG} \| `{request.__name__}` \|[^\n]*\| client \| `{reply.__name__}` \|",
+                         README), f"README: {request.__name__} is answered with {reply.__name__}"
+    for ack in UNANSWERED:
+        assert re.search(rf"\| `{ack.__name__}` \|[^\n]*\| client \| \(none: an acknowledgement\) \|", README), ack
