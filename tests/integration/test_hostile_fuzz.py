@@ -29,6 +29,7 @@ from commy.errors import (
 from commy.messages import REGISTRY, Error, Message
 from commy.messages.client import (
     CLIENT_REQUESTS,
+    REPLY_TO,
     SERVER,
     AdminDone,
     Authenticate,
@@ -59,7 +60,6 @@ from tests.helpers.hostile import (
     MAX_BAD_FRAMES,
     MESSAGE_TOO_BIG,
     POLICY_VIOLATION,
-    REPLY_TO,
     TEN_KB,
     Frame,
     Served,
