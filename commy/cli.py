@@ -23,6 +23,7 @@ def _cmd_sim_list(args: argparse.Namespace) -> int:
 
 def _cmd_sim_run(args: argparse.Namespace) -> int:
     from sim.scenarios import run_scenario
+    from sim.sweep import lines_for_run, record_of
 
     try:
         result = run_scenario(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration)
@@ -30,6 +31,8 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
         print(f"commy sim run: error: {exc}", file=sys.stderr)
         return 2
     for line in result.timeline:
+        print(line)
+    for line in lines_for_run(record_of(args.seed, result)):  # detection percentiles, false-DOWN count
         print(line)
     print(f"delivered: {result.delivered} messages in {result.duration:g} simulated s")
     if result.violations:
@@ -40,6 +43,42 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
         print("invariants: ok")
     print(f"trace-hash: {result.trace_hash}")
     return 1 if result.violations else 0
+
+
+def _cmd_sim_sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from sim.progress import Progress
+    from sim.sweep import parse_seeds, sweep
+
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        print(f"commy sim sweep: error: --seeds: {exc}", file=sys.stderr)
+        return 2
+    bar = Progress(len(seeds), sys.stderr, label=f"sweep {args.scenario}")
+    try:
+        try:
+            summary = sweep(args.scenario, seeds, workers=args.workers, nodes=args.nodes, duration=args.duration,
+                            fail_fast=args.fail_fast, progress=bar.update)
+        finally:
+            bar.close()  # end the bar's line before any message
+    except ValueError as exc:  # unknown scenario, too few nodes, too short a run, bad --workers
+        print(f"commy sim sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the workers are already gone (the pool is terminated on the way out)
+        print("commy sim sweep: interrupted", file=sys.stderr)
+        return 130
+    for line in summary.lines():
+        print(line)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(summary.as_json(), f, indent=2)
+        except OSError as exc:
+            print(f"commy sim sweep: error: --json: {exc}", file=sys.stderr)
+            return 2
+    return 1 if summary.failed else 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -69,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--nodes", type=int, default=None, help="cluster size (scenario default if omitted)")
     run.add_argument("--duration", type=float, default=None, help="simulated seconds (scenario default)")
     run.set_defaults(func=_cmd_sim_run)
+    swp = sim_sub.add_parser("sweep", help="run one scenario over many seeds and summarise")
+    swp.add_argument("scenario")
+    swp.add_argument("--seeds", default="1..200", help="a range 1..200 (inclusive), a list 1,5,9, or both")
+    swp.add_argument("--workers", type=int, default=1, help="worker processes (0: one per CPU)")
+    swp.add_argument("--nodes", type=int, default=None, help="cluster size (scenario default if omitted)")
+    swp.add_argument("--duration", type=float, default=None, help="simulated seconds (scenario default)")
+    swp.add_argument("--fail-fast", action="store_true", help="stop at the first run with a violation")
+    swp.add_argument("--json", metavar="PATH", default=None, help="also write the summary as JSON")
+    swp.set_defaults(func=_cmd_sim_sweep)
 
     bench = sub.add_parser("bench", help="measure against the raw ceilings (DESIGN §9)")
     bench.add_argument("--quick", action="store_true", help="fewer, shorter runs")
@@ -84,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--suspect-after", type=int, default=None)
     node.add_argument("--down-after", type=int, default=None)
     node.add_argument("--seed", type=int, default=None, help="seed the node's random stream (default: random)")
+    node.add_argument("--secret-file", default=None, metavar="PATH",
+                      help="file holding the cluster secret (else env COMMY_CLUSTER_SECRET; required)")
     node.set_defaults(func=_cmd_node)
 
     from commy.client.admin_cli import add_admin_parser

@@ -38,3 +38,5 @@ RATE_LIMITED = "rate_limited"
 EXPIRED = "expired"
 TIMEOUT = "timeout"
 INTERNAL = "internal"
+UNAVAILABLE = "unavailable"  # not enough replicas reachable (a write concern cannot be met): nothing written
+OUTCOME_UNKNOWN = "outcome_unknown"  # applied here; whether the replicas have it is not known

@@ -5,7 +5,8 @@ transport would: a sender-side `PeerLink` that frames and encodes each envelope,
 receiver-side `PeerLink` that decodes and validates the bytes when they arrive. So the codec, the
 framing and the link's anti-spoofing checks run on every simulated message exactly as over TCP,
 and a protocol violation closes the connection the same way (LinkDown on both ends, then a
-reconnect).
+reconnect). These links are `PeerLink.trusted` (open from the start, no handshake): the
+simulated network is the trusted fabric and only ever connects the cluster's own nodes.
 
 Delivery time is `now + latency sample` (uniform `latency ± jitter`, lognormal, or fixed), then
 pushed back to the link's previous delivery time so each directed link is FIFO like a TCP stream;
@@ -15,8 +16,9 @@ message is sent and again when it arrives (a cut wire loses what is in flight). 
 broken connection bumps the link's `epoch`: bytes of the old connection still in flight are lost.
 Events for a crashed node are dropped and for a paused node held (see `SimHost`).
 
-Rogue connections (`inject_raw`) let the conformance suite speak raw bytes to a node through a
-fresh accepting `PeerLink`, and keep what that link answers.
+Rogue connections (`inject_raw`) are not trusted: the conformance suite speaks raw bytes to a node
+through a fresh accepting `PeerLink` that runs the real cluster-secret handshake (`secret`,
+challenges from the network's seeded rng), and keeps what that link answers.
 """
 
 from __future__ import annotations
@@ -28,14 +30,24 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from commy.codec import DEFAULT_CODEC, Codec
-from commy.framing import DEFAULT_MAX_FRAME, encode_frame
-from commy.link import PROTOCOL_VERSION, LinkState, PeerLink
-from commy.messages import Envelope, LinkDown, LinkHello, LinkUp, Message
+from commy.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from commy.link import DIALER, PROTOCOL_VERSION, LinkState, PeerLink, handshake_proof, link_key
+from commy.messages import (
+    Envelope,
+    JoinProof,
+    LinkDown,
+    LinkUp,
+    Message,
+    MetadataExchange,
+    MetadataExchangeAck,
+    ServerStatus,
+)
 from sim.host import SimHost
 from sim.scheduler import Scheduler
 from sim.trace import CHUNK, Trace
 
 DISTRIBUTIONS = ("uniform", "lognormal", "fixed")
+SIM_SECRET = b"commy simulated cluster secret"
 _CLOSED = LinkState.CLOSED
 
 
@@ -119,6 +131,7 @@ class Network:
         codec: Codec = DEFAULT_CODEC,
         max_frame: int = DEFAULT_MAX_FRAME,
         reconnect_delay: float = 0.05,
+        secret: bytes = SIM_SECRET,
     ) -> None:
         self.sched, self.rng, self.trace = sched, rng, trace
         # Bound once: the per-message path (SimHost.transmit) would otherwise look them up each time.
@@ -126,6 +139,7 @@ class Network:
         self.arrive = self._arrive
         self._trace_buf = trace.buf  # the same list for the whole run (flush clears it in place)
         self.codec, self.max_frame, self.reconnect_delay = codec, max_frame, reconnect_delay
+        self.secret = secret
         self.node_ids = list(node_ids)
         self.hosts: dict[str, SimHost] = {}
         self.links: dict[tuple[str, str], SimLink] = {}
@@ -142,8 +156,8 @@ class Network:
         """A new connection: fresh PeerLinks, and whatever was in flight on the old one is lost."""
         link.epoch += 1
         link.last = -math.inf
-        link.tx = PeerLink(link.src, link.dst, codec=self.codec, max_frame=self.max_frame)
-        link.rx = PeerLink(link.dst, link.src, codec=self.codec, max_frame=self.max_frame)
+        link.tx = PeerLink.trusted(link.src, link.dst, codec=self.codec, max_frame=self.max_frame)
+        link.rx = PeerLink.trusted(link.dst, link.src, codec=self.codec, max_frame=self.max_frame)
 
     def _t(self) -> float:
         return self.sched.now - self.sched.epoch
@@ -352,25 +366,34 @@ class Network:
 
     # ---- rogue connections (conformance tests)
 
-    def inject_raw(self, dst: str, data: bytes, hello_as: str | None = None) -> bytes:
+    def inject_raw(self, dst: str, data: bytes, hello_as: str | None = None, secret: bytes | None = None) -> bytes:
         """Feed raw bytes to `dst` over a fresh accepting link, now; returns what it answered.
 
-        With `hello_as`, a valid LinkHello naming that node goes first. Envelopes that pass the
-        link's checks are delivered to the node like any others. Answers also accumulate in
-        `rogue_out`.
+        With `hello_as`, the rogue first runs the dialer's side of the handshake as that node,
+        proving with `secret` (default: the cluster's, i.e. a rogue that holds it; another value
+        is a rogue that does not), then sends `data`. Envelopes that pass the link's checks are
+        delivered to the node like any others. Answers also accumulate in `rogue_out`.
         """
-        link = PeerLink(dst, None, codec=self.codec, max_frame=self.max_frame)
         host = self.hosts[dst]
-        if hello_as is not None:
-            hello = self.codec.encode_message(LinkHello(hello_as, PROTOCOL_VERSION))
-            data = encode_frame(hello, self.max_frame) + data
-        envs = link.receive_data(data) if host.alive else []
+        link = PeerLink(dst, None, secret=self.secret, entropy=self.rng.randbytes, codec=self.codec,
+                        max_frame=self.max_frame)
+        out = b""
+        if hello_as is not None and host.alive:
+            ours = self.rng.randbytes(32)
+            exchange = MetadataExchange(hello_as, PROTOCOL_VERSION, ServerStatus.HEALTHY, ours)
+            link.receive_data(encode_frame(self.codec.encode_message(exchange)))
+            out = link.data_to_send()
+            ack = self.codec.decode_message(FrameDecoder().feed(out)[0]) if not link.closed else None
+            if isinstance(ack, MetadataExchangeAck):
+                key = link_key(self.secret if secret is None else secret)
+                proof = handshake_proof(key, DIALER, hello_as, dst, ours, ack.challenge)
+                data = encode_frame(self.codec.encode_message(JoinProof(proof))) + data
+        envs = link.receive_data(data) if host.alive and not link.closed else []
         code = link.failure.code if link.failure else None
         self.trace.record(self._t(), dst, "net", "rogue", (hello_as, data, len(envs), code))
         for env in envs:
             self.delivered += 1
             host.run(host.node.deliver, env)
-        out = link.data_to_send()
+        out += link.data_to_send()
         self.rogue_out += out
         return out
-

@@ -62,6 +62,7 @@ def add_admin_parser(sub: Any) -> argparse.ArgumentParser:
     op("services", "list a tenant's services", "TENANT")
     op("auth-hook", "delegate a tenant's 'delegated' logins to the server's auth hook HOOK ('' stops it)", "TENANT",
        "HOOK")
+    op("drain", "move every client off cluster node NODE to the others, then retire it from the cluster", "NODE")
     p.set_defaults(func=run_admin)
     return p
 
@@ -156,4 +157,6 @@ async def _run(args: argparse.Namespace, key: str, context: ssl.SSLContext | Non
             case "auth-hook":
                 await client.set_auth_hook(args.tenant, args.hook)
                 return [f"tenant {args.tenant} delegates logins to {args.hook or 'nobody'}"]
+            case "drain":
+                return [await client.drain(args.node)]
         raise AssertionError(f"unhandled admin op {args.admin_op}")

@@ -54,6 +54,7 @@ from commy.messages import (
     CreateTenant,
     DeleteService,
     DeleteTenant,
+    DrainNode,
     FileMigration,
     GrantPermission,
     Heartbeat,
@@ -445,6 +446,12 @@ class AsyncClient:
     async def set_auth_hook(self, tenant: str, hook: str) -> None:
         """Delegate the tenant's `delegated` logins to the server's auth hook `hook` ("" stops it)."""
         await self._call(SetAuthHook(tenant, hook), AdminDone)
+
+    async def drain(self, node_id: str) -> str:
+        """Ask the cluster to move every client off node `node_id` and retire it (a server admin's
+        call, served by any node); returns what the server says it started."""
+        done = await self._call(DrainNode(node_id), AdminDone)
+        return done.detail
 
     async def delete_tenant(self, tenant: str) -> None:
         await self._call(DeleteTenant(tenant), AdminDone)

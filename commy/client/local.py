@@ -341,7 +341,7 @@ class Service(AsyncTyped):
         reply = await self.client._call(GetVariables(self.tenant, self.name, names), VariablesData, True)
         return {v.name: v for v in reply.variables}
 
-    async def set(self, name: str, value: bytes, *, concern: str = "local") -> int:
+    async def set(self, name: str, value: bytes, *, concern: str = "") -> int:
         """Write `value`; return the variable's new version. Mapped writes with the `local`
         concern go into the file; others (`replicated`, `quorum`) go through the server."""
         state = self._state
@@ -354,7 +354,7 @@ class Service(AsyncTyped):
         versions = await self.set_many({name: value}, concern=concern)
         return versions[name]
 
-    async def set_many(self, values: Mapping[str, bytes], *, concern: str = "local") -> dict[str, int]:
+    async def set_many(self, values: Mapping[str, bytes], *, concern: str = "") -> dict[str, int]:
         """Write several variables at once; return their new versions."""
         state = self._state
         if state is not None and concern in LOCAL_CONCERNS:

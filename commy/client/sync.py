@@ -136,13 +136,13 @@ class SyncService(SyncTyped):
     def get_many(self, names: Iterable[str] = ()) -> dict[str, VariableValue]:
         return self._client._run(self._svc.get_many(tuple(names)))
 
-    def set(self, name: str, value: bytes, *, concern: str = "local") -> int:
+    def set(self, name: str, value: bytes, *, concern: str = "") -> int:
         mapping = self._svc.mapping
         if mapping is not None and mapping.writable and concern in LOCAL_CONCERNS:
             return mapping.write(name, value)
         return self._client._run(self._svc.set(name, value, concern=concern))
 
-    def set_many(self, values: Mapping[str, bytes], *, concern: str = "local") -> dict[str, int]:
+    def set_many(self, values: Mapping[str, bytes], *, concern: str = "") -> dict[str, int]:
         return self._client._run(self._svc.set_many(dict(values), concern=concern))
 
     def check(self, permission: str) -> bool:
@@ -291,6 +291,9 @@ class Client:
 
     def set_auth_hook(self, tenant: str, hook: str) -> None:
         self._run(self._aclient.set_auth_hook(tenant, hook))
+
+    def drain(self, node_id: str) -> str:
+        return self._run(self._aclient.drain(node_id))
 
     def create_service(self, tenant: str, service: str) -> None:
         self._run(self._aclient.create_service(tenant, service))

@@ -240,40 +240,40 @@ class AsyncTyped:
 
     if TYPE_CHECKING:  # provided by the class that mixes this in
         async def get(self, name: str) -> bytes | None: ...
-        async def set(self, name: str, value: bytes, *, concern: str = "local") -> int: ...
+        async def set(self, name: str, value: bytes, *, concern: str = "") -> int: ...
 
     async def get_int(self, name: str) -> int | None:
         raw = await self.get(name)
         return None if raw is None else decode_int(raw)
 
-    async def set_int(self, name: str, value: int, *, concern: str = "local") -> int:
+    async def set_int(self, name: str, value: int, *, concern: str = "") -> int:
         return await self.set(name, encode_int(value), concern=concern)
 
     async def get_float(self, name: str) -> float | None:
         raw = await self.get(name)
         return None if raw is None else decode_float(raw)
 
-    async def set_float(self, name: str, value: float, *, concern: str = "local") -> int:
+    async def set_float(self, name: str, value: float, *, concern: str = "") -> int:
         return await self.set(name, encode_float(value), concern=concern)
 
     async def get_str(self, name: str) -> str | None:
         raw = await self.get(name)
         return None if raw is None else decode_str(raw)
 
-    async def set_str(self, name: str, value: str, *, concern: str = "local") -> int:
+    async def set_str(self, name: str, value: str, *, concern: str = "") -> int:
         return await self.set(name, encode_str(value), concern=concern)
 
     async def get_bytes(self, name: str) -> bytes | None:
         return await self.get(name)
 
-    async def set_bytes(self, name: str, value: bytes, *, concern: str = "local") -> int:
+    async def set_bytes(self, name: str, value: bytes, *, concern: str = "") -> int:
         return await self.set(name, bytes(value), concern=concern)
 
     async def get_object(self, name: str, default: Any = None) -> Any:
         raw = await self.get(name)
         return default if raw is None else decode_object(raw)
 
-    async def set_object(self, name: str, value: Any, *, concern: str = "local") -> int:
+    async def set_object(self, name: str, value: Any, *, concern: str = "") -> int:
         return await self.set(name, encode_object(value), concern=concern)
 
 
@@ -282,40 +282,40 @@ class SyncTyped:
 
     if TYPE_CHECKING:  # provided by the class that mixes this in
         def get(self, name: str) -> bytes | None: ...
-        def set(self, name: str, value: bytes, *, concern: str = "local") -> int: ...
+        def set(self, name: str, value: bytes, *, concern: str = "") -> int: ...
 
     def get_int(self, name: str) -> int | None:
         raw = self.get(name)
         return None if raw is None else decode_int(raw)
 
-    def set_int(self, name: str, value: int, *, concern: str = "local") -> int:
+    def set_int(self, name: str, value: int, *, concern: str = "") -> int:
         return self.set(name, encode_int(value), concern=concern)
 
     def get_float(self, name: str) -> float | None:
         raw = self.get(name)
         return None if raw is None else decode_float(raw)
 
-    def set_float(self, name: str, value: float, *, concern: str = "local") -> int:
+    def set_float(self, name: str, value: float, *, concern: str = "") -> int:
         return self.set(name, encode_float(value), concern=concern)
 
     def get_str(self, name: str) -> str | None:
         raw = self.get(name)
         return None if raw is None else decode_str(raw)
 
-    def set_str(self, name: str, value: str, *, concern: str = "local") -> int:
+    def set_str(self, name: str, value: str, *, concern: str = "") -> int:
         return self.set(name, encode_str(value), concern=concern)
 
     def get_bytes(self, name: str) -> bytes | None:
         return self.get(name)
 
-    def set_bytes(self, name: str, value: bytes, *, concern: str = "local") -> int:
+    def set_bytes(self, name: str, value: bytes, *, concern: str = "") -> int:
         return self.set(name, bytes(value), concern=concern)
 
     def get_object(self, name: str, default: Any = None) -> Any:
         raw = self.get(name)
         return default if raw is None else decode_object(raw)
 
-    def set_object(self, name: str, value: Any, *, concern: str = "local") -> int:
+    def set_object(self, name: str, value: Any, *, concern: str = "") -> int:
         return self.set(name, encode_object(value), concern=concern)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from commy.core.auth import TokenClaims
 from commy.core.catalog_records import check_client_id, parse_key
+from commy.core.failover import FAILOVER
 from commy.core.hub_base import HubBase
 from commy.core.permissions import Permission, parse_scopes, scope_names
 from commy.core.sessions import ClientConn, Session, SessionState
@@ -29,12 +30,14 @@ from commy.messages import (
     HeartbeatAck,
     Logout,
     LogoutResponse,
+    MigrationRecorded,
     PermissionResponse,
     RefreshToken,
     Resume,
     ResumeResponse,
     TokenRefreshResponse,
     VariableChanged,
+    VariableVersion,
 )
 from commy.messages.client import SERVER
 
@@ -224,12 +227,12 @@ class AuthOps(HubBase):
                 raise RemoteProtocolError(f"client {claims.client_id!r} cannot read tenant {sv.tenant!r}", FORBIDDEN)
             if not self.store.exists(sv.tenant, sv.service):
                 raise RemoteProtocolError(f"service {sv.tenant}/{sv.service} not found", NOT_FOUND)
-            seen = {v.name: v.version for v in sv.versions}
+            seen = {v.name: v for v in sv.versions}
             for entry in self.store.open(sv.tenant, sv.service).entries():
-                if entry.version > seen.get(entry.name, 0):
+                if _missed(entry.version, entry.stamp, seen.get(entry.name)):
                     writer = self.last_writer.get((sv.tenant, sv.service, entry.name), "")
                     missed.append(VariableChanged(sv.tenant, sv.service, entry.name, entry.value, entry.version,
-                                                  writer))
+                                                  writer, entry.stamp))
         for tenant in tenants:
             perms = self.permissions_of(claims.client_id, tenant)
             session = Session(tenant, msg.session_id or self.ctx.new_id(), claims.client_id,
@@ -237,6 +240,19 @@ class AuthOps(HubBase):
             session.move(SessionState.ACTIVE)
             conn.sessions[tenant] = session
         self.ctx.reply(env, ResumeResponse(msg.session_id, tuple(tenants), tuple(missed)))
+        if self.cluster is not None:  # a client failing over (or moving) to this node: for the record
+            self.ctx.send(Address(self.ctx.address.node, FAILOVER), MigrationRecorded(
+                msg.session_id, claims.client_id, "", self.ctx.address.node, "resume", "resumed", self.ctx.now()))
+
+
+def _missed(version: int, stamp: int, seen: VariableVersion | None) -> bool:
+    """Did a resuming client miss this value? Stamps order writes cluster-wide, so they decide when
+    the client reports one (it may come from another server, whose versions count differently)."""
+    if seen is None:
+        return True
+    if seen.stamp and stamp:
+        return stamp > seen.stamp
+    return version > seen.version
 
 
 def _source(conn: ClientConn) -> str:

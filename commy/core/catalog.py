@@ -5,7 +5,10 @@ caller's, which must be newer than the record it replaces, or else the catalog's
 counter (one past the highest stamp it has seen, merges included). So `records()` from one catalog
 can be `merge`d into another record by record, newest stamp winning, and deletions travel as
 tombstones. A tenant remembers the stamp it was created at; services and grants stamped before it
-belong to a deleted predecessor of the same name and are ignored.
+belong to a deleted predecessor of the same name and are ignored. `snapshot()` depends on the
+records and the clock only (sorted, no per-instance secret) and `merge_snapshot` takes the higher
+clock too, so two catalogs that merged each other's snapshots hold identical bytes: the cluster's
+catalog sync (`commy.core.catalog_sync`) compares their SHA-256.
 
 API keys: only a salt and an scrypt hash of the secret are kept. Verifying parses and length-checks
 the string first, spends one KDF even for an unknown or revoked key id (so timing does not tell
@@ -344,23 +347,46 @@ class Catalog:
         out += [self._tokens[k] for k in sorted(self._tokens)]
         return out
 
-    def merge(self, records: Iterable[Record]) -> list[Record]:
+    def merge(self, records: Iterable[Record], *, now: float | None = None) -> list[Record]:
         """Adopt each record that outranks this catalog's version of it; returns the adopted ones.
 
         Records come from peers, so they are all checked first (a bad batch changes nothing and
         raises RemoteProtocolError). Idempotent, and the result does not depend on the order.
+        With `now`, revocations of tokens expired by then are not adopted: this catalog may have
+        pruned them, and taking them back would only make two catalogs differ until both prune.
         """
         try:
             incoming = [check_record(r) for r in records]
         except ValueError as exc:
             raise RemoteProtocolError(f"catalog merge: {exc}", BAD_REQUEST) from None
+        return self._adopt(incoming, now)
+
+    def merge_snapshot(self, data: bytes, *, now: float | None = None, adopted: list[Record] | None = None) -> bool:
+        """Merge a peer's `snapshot()`: its records as `merge` does, its clock by max (else two
+        catalogs with the same records but different clocks -- one pruned a record the other never
+        saw -- would differ forever). True when this catalog's snapshot changed; the adopted records
+        are appended to `adopted`. Malformed: RemoteProtocolError, and nothing changes."""
+        try:
+            clock, records = unpack_snapshot(data)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"catalog snapshot: {exc}", BAD_REQUEST) from None
+        before = self._clock
+        changed = self._adopt(records, now)
+        self._clock = max(self._clock, clock)
+        if adopted is not None:
+            adopted += changed
+        return bool(changed) or self._clock != before
+
+    def _adopt(self, incoming: list[Record], now: float | None) -> list[Record]:
+        expiry = None if now is None else _time(now)
         changed: list[Record] = []
         for rec in incoming:
             cur = self._current(rec)
-            if cur is None or rank(rec) > rank(cur):
+            expired = expiry is not None and isinstance(rec, RevokedTokenRecord) and rec.expires_at <= expiry
+            if not expired and (cur is None or rank(rec) > rank(cur)):
                 self._write(rec)
                 changed.append(rec)
-            else:
+            else:  # Lamport: our next stamp must beat every stamp seen, adopted or not
                 self._clock = max(self._clock, rec.stamp)
         return changed
 

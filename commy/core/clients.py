@@ -6,8 +6,8 @@ id, so `ctx.reply` quotes it. The hub answers every request with exactly one rep
 `Error`, in request order: when an authentication waits on a delegated hook, later requests of
 that connection are parked and answered after it. Dispatch is by type through one explicit table
 (`OPS`), filled from the mixins that implement the operations: `AuthOps` (sessions and tokens),
-`VariableOps` (get, set, subscriptions, local mapping) and `AdminOps` (tenants, services, grants,
-keys, revocation).
+`VariableOps` (get, set, subscriptions, local mapping), `AdminOps` (tenants, services, grants,
+keys, revocation) and, in a cluster, `ClusterOps` (write concerns, remote writes, catalog merges).
 
 Liveness: any request counts as hearing from a client; a periodic sweep drops clients silent for
 `heartbeat_timeout`, ends sessions whose token expired, forgets expired token revocations and
@@ -25,12 +25,14 @@ from commy.core.admin_ops import AdminOps
 from commy.core.auth import Lockout, TokenSigner
 from commy.core.auth_ops import AuthOps
 from commy.core.catalog import Catalog
-from commy.core.hub_base import HubConfig
+from commy.core.drain_ops import LOAD_INTERVAL, DrainOps, DrainState
+from commy.core.hlc import HybridClock
+from commy.core.hub_base import HubCluster, HubConfig
 from commy.core.sessions import ClientConn, SessionState
 from commy.core.store_api import ServiceStore
 from commy.core.subscriptions import SubscriptionIndex
 from commy.core.variable_ops import VariableOps
-from commy.errors import INTERNAL, RATE_LIMITED, TIMEOUT, RemoteProtocolError
+from commy.errors import RATE_LIMITED, TIMEOUT, RemoteProtocolError
 from commy.messages import (
     CLIENT_NODE_PREFIX,
     CLIENT_REQUESTS,
@@ -39,23 +41,36 @@ from commy.messages import (
     ClientSweepTick,
     DelegatedAuthResult,
     Envelope,
+    LoadTick,
     LocalPollTick,
     Message,
     client_address,
 )
+from commy.messages.base import Address
 
 CLIENTS = "clients"
 _PREFIX_LEN = len(CLIENT_NODE_PREFIX)
 Op = Callable[[Any, ClientConn, Any, Envelope], None]
 
 
-class ClientHub(AuthOps, AdminOps):
+class ClientHub(AuthOps, DrainOps):
     """Serves clients: sessions, variables, subscriptions, local mapping and administration."""
 
     def __init__(self, ctx: Context, *, catalog: Catalog, store: ServiceStore, signer: TokenSigner,
                  entropy: Callable[[int], bytes], config: HubConfig = HubConfig(),
-                 auth_hooks: str | None = None) -> None:
+                 auth_hooks: str | None = None, cluster: HubCluster | None = None) -> None:
         super().__init__(ctx)
+        self.cluster = cluster
+        # A single server stamps its writes too (origin index 1): stamps order writes across restarts.
+        self.clock = cluster.clock if cluster is not None else HybridClock(1, ctx.now)
+        self.replicator = Address(ctx.address.node, cluster.replicator) if cluster is not None else None
+        self.live_peers = set()
+        self.ensuring = {}
+        self.members = {}
+        self.loads = {}
+        self.drain_state = DrainState.SERVING
+        self.moving = {}
+        self.drain_started = 0.0
         self.catalog = catalog
         self.store = store
         self.signer = signer
@@ -78,7 +93,7 @@ class ClientHub(AuthOps, AdminOps):
         self.poll_timer: Any = None  # the pending LocalPollTick, while files are mapped
         self.stats = {"requests": 0, "errors": 0, "changes": 0, "rotations": 0, "dropped": 0}
         self.OPS: dict[type[Message], Op] = {}
-        for mixin in (AuthOps, VariableOps, AdminOps):
+        for mixin in (AuthOps, VariableOps, AdminOps, DrainOps):
             for tp, name in mixin.REQUESTS.items():
                 self.OPS[tp] = getattr(type(self), name)
         missing = CLIENT_REQUESTS - set(self.OPS)
@@ -87,6 +102,8 @@ class ClientHub(AuthOps, AdminOps):
 
     def started(self) -> None:
         self.ctx.set_timer(self.config.sweep_interval, ClientSweepTick())
+        if self.cluster is not None:
+            self.ctx.set_timer(self.ctx.rng.uniform(0, LOAD_INTERVAL), LoadTick())
 
     # ---- connections
 
@@ -103,6 +120,7 @@ class ClientHub(AuthOps, AdminOps):
             self.ctx.log.info("client_left", conn=msg.conn_id, reason=msg.reason,
                               clients=sorted({s.client_id for s in conn.sessions.values()}))
             self.forget(conn, SessionState.CLOSED)
+            self.migration_gone(msg.conn_id)
 
     # ---- requests
 
@@ -119,29 +137,6 @@ class ClientHub(AuthOps, AdminOps):
             conn.parked.append(env)
             return
         self.serve(conn, msg, env)
-
-    def serve(self, conn: ClientConn, msg: Message, env: Envelope) -> None:
-        self.stats["requests"] += 1
-        try:
-            self.OPS[type(msg)](self, conn, msg, env)
-        except RemoteProtocolError as exc:
-            self.refuse(conn, env, exc.code, exc.detail)
-        except Exception:  # our bug: still answer, then let the node log it (or raise, when strict)
-            self.open_services.clear()  # a half-done operation may have left a cached handle stale
-            self.refuse(conn, env, INTERNAL, f"internal error handling {type(msg).__name__}")
-            raise
-
-    def unpark(self, conn: ClientConn) -> None:
-        """Answer what arrived while an authentication was pending, in order."""
-        queue, conn.parked = conn.parked, None
-        while queue and conn.parked is None and conn.conn_id in self.conns:
-            env = queue.popleft()
-            try:
-                self.serve(conn, env.body, env)
-            except Exception as exc:  # answered `internal` already; the requests behind it still get theirs
-                self.ctx.log.error("request_failed", request=type(env.body).__name__, error=repr(exc))
-        if queue and conn.parked is not None:  # a parked request parked the connection again
-            conn.parked.extendleft(reversed(queue))
 
     @handles(DelegatedAuthResult)
     def _delegated_result(self, msg: DelegatedAuthResult, env: Envelope) -> None:

@@ -11,6 +11,12 @@ With the defaults (0.3 s, 2, 5) a dead peer is DOWN 1.5-1.8 s after its last wor
 message a round trip fails about one time in ten, but a round without any word from the peer (our
 round trip failed and its ping was lost) about one time in two hundred, so five in a row -- a false
 DOWN -- is a few in a trillion rounds. A one-way cut is seen by the side that stops hearing.
+
+Peers come from two places: the static `peers` list, and the membership actor's events.
+`MemberUp` starts watching a new peer (JOINING); for a LEFT peer it means a new incarnation came
+back, so the view goes back to JOINING with its misses forgotten; for any other state it only
+notes the incarnation (a restarted peer that is DOWN recovers on its first answer, as always).
+`MemberLeft` moves the peer to LEFT: it is no longer pinged and never marked DOWN.
 """
 
 from __future__ import annotations
@@ -19,7 +25,17 @@ from dataclasses import dataclass
 
 from commy.core.actor import Actor, Context, handles
 from commy.core.membership import PeerState, PeerTable
-from commy.messages import Address, Envelope, HeartbeatPing, HeartbeatPong, HeartbeatTick, ServerStatus
+from commy.messages import (
+    Address,
+    Envelope,
+    HeartbeatPing,
+    HeartbeatPong,
+    HeartbeatTick,
+    MemberLeft,
+    MemberUp,
+    PeerStateChanged,
+    ServerStatus,
+)
 
 HEARTBEAT = "heartbeat"
 
@@ -46,6 +62,7 @@ class HeartbeatMonitor(Actor):
         self.config = config
         self.table = PeerTable([p for p in peers if p != ctx.address.node])
         self.status = ServerStatus.HEALTHY
+        self.incarnations: dict[str, int] = {}  # from MemberUp; static peers have none until then
 
     def started(self) -> None:
         # A random first delay spreads the nodes' rounds apart instead of pinging in lockstep.
@@ -89,8 +106,31 @@ class HeartbeatMonitor(Actor):
         if view.state is not PeerState.LEFT:
             self._move(env.sender.node, PeerState.HEALTHY)
 
+    @handles(MemberUp)
+    def on_member_up(self, msg: MemberUp, env: Envelope) -> None:
+        member = msg.member
+        peer = member.node_id
+        if peer == self.ctx.address.node:
+            return
+        if member.incarnation < self.incarnations.get(peer, member.incarnation):
+            return  # about a process older than one we know of
+        self.incarnations[peer] = member.incarnation
+        if self.table.add(peer):
+            self.ctx.log.info("peer_watched", peer=peer, incarnation=member.incarnation)
+        elif self.table.state(peer) is PeerState.LEFT:
+            # The membership actor announces a member again only when it is news: after a leave,
+            # that is the peer coming back (normally as a new incarnation).
+            self._publish(peer, self.table.rejoin(peer, self.ctx.now()))
+
+    @handles(MemberLeft)
+    def on_member_left(self, msg: MemberLeft, env: Envelope) -> None:
+        if msg.node_id in self.table.views:
+            self._move(msg.node_id, PeerState.LEFT)
+
     def _move(self, peer: str, new: PeerState) -> None:
-        event = self.table.move(peer, new, self.ctx.now())
+        self._publish(peer, self.table.move(peer, new, self.ctx.now()))
+
+    def _publish(self, peer: str, event: PeerStateChanged | None) -> None:
         if event is not None:
             self.ctx.log.info("peer_state", peer=peer, old=event.old, new=event.new)
             self.ctx.publish(event)

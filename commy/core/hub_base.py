@@ -25,12 +25,22 @@ from typing import Any, ClassVar
 from commy.core.actor import Actor
 from commy.core.auth import Lockout, TokenSigner
 from commy.core.catalog import Catalog
+from commy.core.hlc import HybridClock
 from commy.core.permissions import Permission
 from commy.core.sessions import ClientConn, Session, SessionState, WriterSlots
 from commy.core.store_api import ServiceHandle, ServiceStore
 from commy.core.subscriptions import SubscriptionIndex
-from commy.errors import BAD_REQUEST, EXPIRED, FORBIDDEN, UNAUTHENTICATED, RemoteProtocolError
-from commy.messages import CatalogChanged, CloseClient, Envelope, Error, LocalPollTick, Message, PermissionRevoked
+from commy.errors import BAD_REQUEST, EXPIRED, FORBIDDEN, INTERNAL, UNAUTHENTICATED, RemoteProtocolError
+from commy.messages import (
+    Address,
+    CatalogChanged,
+    CloseClient,
+    Envelope,
+    Error,
+    LocalPollTick,
+    Message,
+    PermissionRevoked,
+)
 from commy.messages.client import SERVER
 
 ACTIVE = SessionState.ACTIVE
@@ -69,6 +79,27 @@ class HubConfig:
                 raise ValueError(f"clients.{name} must be >= 1")
 
 
+CONCERNS = ("local", "replicated", "quorum")
+
+
+@dataclass(frozen=True, slots=True)
+class HubCluster:
+    """How the hub takes part in a cluster."""
+
+    clock: HybridClock
+    replicator: str = "replicator"
+    replication_factor: int = 2
+    cluster_size: int = 1
+    default_concern: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.default_concern not in CONCERNS:
+            raise ValueError(f"cluster.write_concern must be one of {CONCERNS}, got {self.default_concern!r}")
+        if not 1 <= self.replication_factor <= max(1, self.cluster_size):
+            raise ValueError(f"cluster.replication_factor must be 1..{self.cluster_size}, got "
+                             f"{self.replication_factor}")
+
+
 class HubBase(Actor):
     """State and shared checks of the client hub (see `commy.core.clients.ClientHub`)."""
 
@@ -94,6 +125,12 @@ class HubBase(Actor):
     last_writer: dict[tuple[str, str, str], str]
     pending_auth: dict[str, tuple[str, Envelope]]
     stats: dict[str, int]
+    OPS: dict[type[Message], Any]
+    clock: HybridClock
+    cluster: HubCluster | None
+    replicator: Address | None  # the node's replicator, in a cluster
+    live_peers: set[str]  # peers the heartbeat monitor sees healthy or suspected
+    ensuring: dict[tuple[str, str], list[str]]  # service being fetched from a holder -> connections waiting
     poll_timer: Any
 
     # ---- checks
@@ -155,6 +192,29 @@ class HubBase(Actor):
     def park(self, conn: ClientConn) -> None:
         """Hold `conn`'s next requests until `ClientHub.unpark` (a delegated login is pending)."""
         conn.parked = deque()
+
+    def serve(self, conn: ClientConn, msg: Message, env: Envelope) -> None:
+        self.stats["requests"] += 1
+        try:
+            self.OPS[type(msg)](self, conn, msg, env)
+        except RemoteProtocolError as exc:
+            self.refuse(conn, env, exc.code, exc.detail)
+        except Exception:  # our bug: still answer, then let the node log it (or raise, when strict)
+            self.open_services.clear()  # a half-done operation may have left a cached handle stale
+            self.refuse(conn, env, INTERNAL, f"internal error handling {type(msg).__name__}")
+            raise
+
+    def unpark(self, conn: ClientConn) -> None:
+        """Answer what arrived while an authentication was pending, in order."""
+        queue, conn.parked = conn.parked, None
+        while queue and conn.parked is None and conn.conn_id in self.conns:
+            env = queue.popleft()
+            try:
+                self.serve(conn, env.body, env)
+            except Exception as exc:  # answered `internal` already; the requests behind it still get theirs
+                self.ctx.log.error("request_failed", request=type(env.body).__name__, error=repr(exc))
+        if queue and conn.parked is not None:  # a parked request parked the connection again
+            conn.parked.extend(queue)  # after what parked it (a request waiting for its service is its head)
 
     def ensure_polling(self) -> None:
         """Keep the local-write poll running while any service file is mapped."""

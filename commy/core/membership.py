@@ -1,9 +1,11 @@
 """Peer states and the one table of their transitions.
 
-Each node keeps its own view of every peer: JOINING (configured, never heard from), HEALTHY,
-SUSPECTED, DOWN, LEFT (announced a graceful leave). `PeerTable.move` is the only place a peer's
-state changes; it refuses transitions the table does not list (our bug, so it raises) and returns
-the `PeerStateChanged` event to publish, or None when nothing changed.
+Each node keeps its own view of every peer: JOINING (configured or just announced by the
+membership actor, never heard from), HEALTHY, SUSPECTED, DOWN, LEFT (announced a graceful leave).
+`PeerTable.add` starts a view (JOINING); `PeerTable.move` is the only place a peer's state changes:
+it refuses transitions the table does not list (our bug, so it raises) and returns the
+`PeerStateChanged` event to publish, or None when nothing changed. The one way back from LEFT is
+JOINING: the peer came back as a new incarnation, and `rejoin` starts its counts afresh.
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ class PeerTable:
 
     def state(self, peer: str) -> PeerState:
         return self.views[peer].state
+
+    def add(self, peer: str) -> bool:
+        """Start watching `peer` (JOINING); False if it already has a view, which is kept as is."""
+        if peer in self.views:
+            return False
+        self.views[peer] = PeerView()
+        return True
+
+    def rejoin(self, peer: str, now: float) -> PeerStateChanged | None:
+        """A LEFT peer is back (a new incarnation): JOINING, with no misses held against it."""
+        view = self.views[peer]
+        event = self.move(peer, PeerState.JOINING, now)
+        # The pings sent before it left will never be answered; they are not misses of the new one.
+        view.missed = 0
+        view.last_acked_seq = view.last_sent_seq
+        view.rtt = None
+        return event
 
     def move(self, peer: str, new: PeerState, now: float) -> PeerStateChanged | None:
         view = self.views[peer]

@@ -18,13 +18,12 @@ messages' fast constructors, and a change nobody subscribes to is counted but ne
 
 from __future__ import annotations
 
-from commy.core.hub_base import HubBase
+from commy.core.hub_base import CONCERNS, HubBase
 from commy.core.permissions import Permission
 from commy.core.sessions import ClientConn, Session, WriterSlots
 from commy.core.store_api import ServiceHandle
-from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, RemoteProtocolError
+from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, UNAVAILABLE, RemoteProtocolError
 from commy.messages import (
-    ClientMigrationAck,
     Envelope,
     FileMigration,
     GetVariables,
@@ -43,22 +42,24 @@ from commy.messages import (
     VariablesUpdated,
     VariableValue,
     VariableVersion,
+    WriteRecord,
+    WritesMade,
     fast_constructor,
 )
 from commy.store.names import check_service, check_variable
 
-CONCERNS = ("", "local", "replicated", "quorum")
 _NO_NAMES: frozenset[str] = frozenset()
 # Positional constructors without the frozen __init__'s per-field setattr (see fast_constructor).
 _new_version = fast_constructor(VariableVersion)
 _new_updated = fast_constructor(VariablesUpdated)
 _new_changed = fast_constructor(VariableChanged)
+_new_record = fast_constructor(WriteRecord)
 
 
 class VariableOps(HubBase):
     REQUESTS = {GetVariables: "get_variables", SetVariables: "set_variables", Subscribe: "subscribe",
                 Unsubscribe: "unsubscribe", MapService: "map_service", UnmapService: "unmap_service",
-                MigrationAck: "migration_ack", ClientMigrationAck: "client_migration_ack"}
+                MigrationAck: "migration_ack"}
 
     def existing_service(self, tenant: str, service: str) -> None:
         check_service(service)
@@ -74,8 +75,36 @@ class VariableOps(HubBase):
             raise RemoteProtocolError(f"the reply would exceed {self.config.max_reply_bytes} bytes of values: "
                                       "ask for fewer variables", TOO_LARGE)
         writers = self.last_writer
-        return tuple(VariableValue(e.name, e.value, e.version, writers.get((tenant, service, e.name), ""))
+        return tuple(VariableValue(e.name, e.value, e.version, writers.get((tenant, service, e.name), ""), e.stamp)
                      for e in entries)
+
+    # ---- write concerns (a cluster's; see `commy.core.cluster_ops`)
+
+    def concern_of(self, requested: str) -> str:
+        if requested == "":
+            return self.cluster.default_concern if self.cluster is not None else "local"
+        if requested not in CONCERNS:
+            raise RemoteProtocolError(f"unknown write concern {requested[:40]!r} (local, replicated, quorum)",
+                                      BAD_REQUEST)
+        return requested
+
+    def check_available(self, concern: str) -> None:
+        """Refuse (nothing written) a concern this node cannot meet with the peers it sees live."""
+        cluster = self.cluster
+        if cluster is None or concern == "local":
+            return
+        live = len(self.live_peers)
+        if concern == "quorum":
+            if (live + 1) * 2 <= cluster.cluster_size:
+                raise RemoteProtocolError(
+                    f"quorum write refused: this node reaches {live + 1} of {cluster.cluster_size} nodes, not a "
+                    "majority (a minority side of a partition); nothing was written", UNAVAILABLE)
+        else:
+            need = min(cluster.replication_factor, cluster.cluster_size) - 1
+            if live < need:
+                raise RemoteProtocolError(
+                    f"replicated write refused: it needs {need} other live replica(s), this node reaches {live}; "
+                    "nothing was written", UNAVAILABLE)
 
     # ---- get / set
 
@@ -90,9 +119,10 @@ class VariableOps(HubBase):
     def set_variables(self, conn: ClientConn, msg: SetVariables, env: Envelope) -> None:
         tenant, service, variables = msg.tenant, msg.service, msg.variables
         session = self.require(conn, tenant, Permission.VARIABLE_WRITE)
-        if msg.concern not in CONCERNS:
-            raise RemoteProtocolError(f"unknown write concern {msg.concern[:40]!r} (local, replicated, quorum)",
-                                      BAD_REQUEST)
+        concern = msg.concern
+        if concern != "local" or self.replicator is not None:
+            concern = self.concern_of(concern)
+            self.check_available(concern)  # refused before anything is written
         if len(variables) > self.config.max_names:
             self.check_count("variables", variables)
         key = (tenant, service)
@@ -111,20 +141,33 @@ class VariableOps(HubBase):
         handle, known = served
         writer = session.client_id
         last_writer, seen, subscribers = self.last_writer, self.seen.get(key), self.subs.subscribers
+        tick = self.clock.tick
         versions = []
         for nv in variables:
             name, value = nv.name, nv.value
-            version = handle.write(name, value)
+            stamp = tick()
+            version = handle.write(name, value, stamp=stamp)
             known.add(name)  # after the write: the set holds only names the file has
-            versions.append(_new_version(name, version))
+            versions.append(_new_version(name, version, stamp))
             last_writer[(tenant, service, name)] = writer
             if seen is not None:
                 seen[name] = version  # our own write: the local poll must not announce it again
             self.stats["changes"] += 1
             targets = subscribers(tenant, service, name)
             if targets:  # nobody listening: nothing to build
-                self.fan_out(_new_changed(tenant, service, name, value, version, writer), targets)
-        self.ctx.reply(env, _new_updated(tenant, service, tuple(versions)))
+                self.fan_out(_new_changed(tenant, service, name, value, version, writer, stamp), targets)
+        reply = _new_updated(tenant, service, tuple(versions))
+        if self.replicator is None:
+            self.ctx.reply(env, reply)
+            return
+        records = tuple(_new_record(nv.name, nv.value, v.stamp, 0, writer)
+                        for nv, v in zip(variables, versions, strict=True))
+        if concern == "local":
+            self.ctx.reply(env, reply)
+            self.ctx.send(self.replicator, WritesMade(tenant, service, records, concern, "", 0, None))
+        else:  # the replicator answers once enough holders have it
+            self.ctx.send(self.replicator, WritesMade(tenant, service, records, concern, conn.conn_id, env.msg_id,
+                                                      reply))
 
     def served(self, key: tuple[str, str], session: Session) -> tuple[ServiceHandle, set[str]]:
         """Check the service name, find the service (creating it if `session` may) and cache its handle."""
@@ -220,10 +263,6 @@ class VariableOps(HubBase):
         """A local client remapped a rotated file; acknowledgements get no reply."""
         self.ctx.log.info("file_migration_acked", conn=conn.conn_id, tenant=msg.tenant, service=msg.service)
 
-    def client_migration_ack(self, conn: ClientConn, msg: ClientMigrationAck, env: Envelope) -> None:
-        self.ctx.log.info("client_migration_acked", conn=conn.conn_id, session=msg.session_id,
-                          accepted=msg.accepted)
-
     def poll_local_writes(self) -> None:
         for key in list(self.slots):
             self.poll_one(key)
@@ -246,8 +285,14 @@ class VariableOps(HubBase):
                                    client=client)
                 self.unauthorized_writer(owner[0], key)
                 continue
+            stamp = self.clock.tick()
+            if not handle.set_stamp(entry.name, entry.version, stamp):
+                continue  # written again since: the next poll sees (and stamps) the newer value
             self.last_writer[(tenant, service, entry.name)] = client
-            self.broadcast(VariableChanged(tenant, service, entry.name, entry.value, entry.version, client))
+            self.broadcast(VariableChanged(tenant, service, entry.name, entry.value, entry.version, client, stamp))
+            if self.replicator is not None:
+                self.ctx.send(self.replicator, WritesMade(tenant, service, (
+                    WriteRecord(entry.name, entry.value, stamp, 0, client),), "local", "", 0, None))
 
     def _may_write(self, conn_id: str, tenant: str) -> bool:
         conn = self.conns.get(conn_id)

@@ -8,5 +8,6 @@ link and server-to-server protocol (tags 1-49); `client` the client protocol ove
 
 from commy.messages.base import *  # noqa: F403
 from commy.messages.client import *  # noqa: F403
+from commy.messages.cluster import *  # noqa: F403
 from commy.messages.local import *  # noqa: F403
 from commy.messages.peer import *  # noqa: F403

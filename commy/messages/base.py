@@ -3,10 +3,10 @@
 A message is a frozen, slotted dataclass registered with `@message(tag)` under a stable numeric tag
 and a schema version; the codec (`commy.codec`) generates one encoder and one strict decoder per
 class from the field annotations. Nested records that are not messages themselves (`Address`,
-`TenantMetadata`, ...) are plain frozen dataclasses and travel as arrays inside their parent.
+`MemberInfo`, ...) are plain frozen dataclasses and travel as arrays inside their parent.
 
-Tags are grouped by protocol, one module each: 1-9 link and 10-49 peer (`peer.py`, server <->
-server), 100-199 client (`client.py`, client <-> server over WebSocket), 1000+ local only
+Tags are grouped by protocol, one module each: 1-9 link and 10-49 peer (`peer.py` and `cluster.py`,
+server <-> server), 100-199 client (`client.py`, client <-> server over WebSocket), 1000+ local only
 (`local.py`). `commy.messages` re-exports them all.
 
 An `Envelope` wraps every message in flight: message id, the id of the request it answers (if any),
@@ -95,25 +95,6 @@ class MigrationReason(enum.Enum):
     DRAINING = "draining"
     LOAD_BALANCING = "load_balancing"
     MANUAL = "manual"
-
-
-@dataclass(frozen=True, slots=True)
-class TenantMetadata:
-    tenant_id: str
-    name: str
-    services: tuple[str, ...]
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class VariableEntry:
-    """One variable as replicated: value, its version and the stamp of the write that made it."""
-
-    name: str
-    value: bytes
-    version: int
-    stamp: int
-    origin: str
 
 
 @dataclass(frozen=True, slots=True)

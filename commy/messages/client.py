@@ -37,18 +37,23 @@ class NamedValue:
 
 @dataclass(frozen=True, slots=True)
 class VariableValue:
-    """A variable as read: its value, version (bumped by each write) and who wrote it last."""
+    """A variable as read: its value, version (bumped by each write on this server), who wrote it
+    last, and the stamp of that write (cluster-wide order: see `commy.core.hlc`)."""
 
     name: str
     value: bytes
     version: int
     changed_by: str
+    stamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class VariableVersion:
+    """A variable's version on this server and its write's cluster-wide stamp."""
+
     name: str
     version: int
+    stamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +267,7 @@ class VariableChanged(Message):
     value: bytes
     version: int
     changed_by: str
+    stamp: int = 0
 
 
 # --------------------------------------------------------------------------- local mapping
@@ -439,11 +445,20 @@ class SetAuthHook(Message):
     hook: str
 
 
+@message(165)
+@dataclass(frozen=True, slots=True)
+class DrainNode(Message):
+    """Server admin: move every client off node `node_id` (this one or a peer) and retire it from
+    the cluster (`commy admin drain NODE`)."""
+
+    node_id: str
+
+
 CLIENT_REQUESTS: frozenset[type[Message]] = frozenset({
     Authenticate, Logout, RefreshToken, CheckPermission, Heartbeat, Resume,
     GetVariables, SetVariables, Subscribe, Unsubscribe, MapService, UnmapService, MigrationAck,
     CreateTenant, DeleteTenant, CreateService, DeleteService, GrantPermission, RevokePermission,
-    CreateApiKey, RevokeApiKey, ListTenants, ListServices, SetAuthHook, ClientMigrationAck,
+    CreateApiKey, RevokeApiKey, ListTenants, ListServices, SetAuthHook, ClientMigrationAck, DrainNode,
 })
 """Every message a client may send to a server."""
 
@@ -454,7 +469,7 @@ REPLY_TO: dict[type[Message], type[Message]] = {
     Unsubscribe: UnsubscribeAck, MapService: ServiceMapped, UnmapService: ServiceUnmapped,
     CreateTenant: AdminDone, DeleteTenant: AdminDone, CreateService: AdminDone, DeleteService: AdminDone,
     GrantPermission: AdminDone, RevokePermission: AdminDone, CreateApiKey: ApiKeyCreated, RevokeApiKey: AdminDone,
-    ListTenants: TenantList, ListServices: ServiceList, SetAuthHook: AdminDone,
+    ListTenants: TenantList, ListServices: ServiceList, SetAuthHook: AdminDone, DrainNode: AdminDone,
 }
 """The reply each client request gets when it succeeds (otherwise `Error`)."""
 

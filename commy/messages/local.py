@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from commy.messages.base import LOCAL, Message, message
+from commy.messages.client import VariableChanged, VariablesUpdated
+from commy.messages.cluster import MemberInfo, WriteRecord
 
 # --------------------------------------------------------------------------- local only (1000+)
 
@@ -115,3 +117,139 @@ class CatalogChanged(Message):
     """Published when the tenant catalog changed, so the runtime can persist it."""
 
     snapshot: bytes
+
+
+# --------------------------------------------------------------------------- cluster (1020+)
+
+
+@message(1020, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class MemberUp(Message):
+    """Published by the membership actor: `member` is known (joined, or came back with a new
+    incarnation). The heartbeat monitor starts watching it; the runtime learns its address."""
+
+    member: MemberInfo
+
+
+@message(1021, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class MemberLeft(Message):
+    """Published by the membership actor: `node_id` announced a graceful leave."""
+
+    node_id: str
+
+
+@message(1022, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class MembershipTick(Message):
+    """Timer: retry joining through the seeds until one answers."""
+
+
+@message(1023, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class WritesMade(Message):
+    """Hub -> replicator: writes just applied here (already stamped and in the file), to stream to
+    the other holders. `concern` "local" needs no answer. Otherwise the replicator answers the
+    client `conn` (request id `request_id`) with `reply` once enough holders acknowledged, or with
+    an `Error` (outcome_unknown) when they do not in time."""
+
+    tenant: str
+    service: str
+    writes: tuple[WriteRecord, ...]
+    concern: str
+    conn: str
+    request_id: int
+    reply: VariablesUpdated | None
+
+
+@message(1024, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class RemoteWrites(Message):
+    """Replicator -> hub: writes from other nodes that won here and are now in the file, for the
+    hub to announce to its subscribers."""
+
+    changes: tuple[VariableChanged, ...]
+
+
+@message(1025, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ReplicationTick(Message):
+    """Timer: time for a round of anti-entropy digests."""
+
+
+@message(1026, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ConcernTimeout(Message):
+    """Timer: the write waiting for acknowledgements under `ref` ran out of time."""
+
+    ref: int
+
+
+@message(1027, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class TransferTimeout(Message):
+    """Timer: the snapshot transfer `transfer_id` made no progress; resume it or give it up."""
+
+    transfer_id: str
+
+
+@message(1028, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class CatalogSyncTick(Message):
+    """Timer: time to send the catalog digest to the peers."""
+
+
+@message(1029, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class MergeCatalog(Message):
+    """Catalog sync -> hub: a peer's catalog snapshot to merge (newest stamp wins) and enforce."""
+
+    snapshot: bytes
+
+
+@message(1030, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class EnsureService(Message):
+    """Hub -> replicator: a client wants (tenant, service), which has no file here yet: fetch the
+    newest state from a holder first (resurrection), then answer `ServiceReady`."""
+
+    tenant: str
+    service: str
+
+
+@message(1031, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ServiceReady(Message):
+    """Replicator -> hub: (tenant, service) is as fresh here as the holders could make it.
+    `fetched`: state came from a holder; false: no holder answered in time (it starts empty)."""
+
+    tenant: str
+    service: str
+    fetched: bool
+
+
+@message(1032, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class Leave(Message):
+    """Runtime -> membership: announce a graceful leave to every member (shutdown or drain)."""
+
+
+@message(1033, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class MigrationRecorded(Message):
+    """Hub -> failover manager: one client moved (or was asked to): from where, to where, why, and
+    how it ended (`resumed`, `acknowledged`, `moved`, `closed`, `refused`)."""
+
+    session_id: str
+    client_id: str
+    from_node: str
+    to_node: str
+    reason: str
+    outcome: str
+    at: float
+
+
+@message(1034, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class LoadTick(Message):
+    """Timer: time to send this hub's `LoadReport` (and, while draining, to check on the drain)."""

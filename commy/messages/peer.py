@@ -1,21 +1,52 @@
-"""The link and peer protocols (server <-> server): tags 1-9 link, 10-49 peer."""
+"""The link and peer protocols (server <-> server): tags 1-9 link, 10-49 peer (the cluster's
+membership, replication and sync messages are in `cluster.py`).
+
+The link handshake proves that both ends hold the cluster secret without sending it: the dialer
+opens with `MetadataExchange` (its id and a random challenge), the acceptor answers with
+`MetadataExchangeAck` (its id, its own challenge, and an HMAC over both challenges and both ids
+keyed by the secret), and the dialer finishes with `JoinProof` (its HMAC). See `commy.link`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commy.messages.base import Message, MigrationReason, ServerStatus, TenantMetadata, VariableEntry, message
+from commy.messages.base import Message, MigrationReason, ServerStatus, message
+from commy.messages.cluster import Clock, WriteRecord
 
 # --------------------------------------------------------------------------- link protocol (1-9)
 
 
 @message(1)
 @dataclass(frozen=True, slots=True)
-class LinkHello(Message):
-    """First frame on a new TCP connection: who is dialing, and which protocol version it speaks."""
+class MetadataExchange(Message):
+    """First frame on a new connection, from the dialer: who it is, its protocol version, and a
+    random challenge the acceptor must answer with the cluster secret."""
 
     node_id: str
     protocol_version: int
+    status: ServerStatus
+    challenge: bytes
+
+
+@message(2)
+@dataclass(frozen=True, slots=True)
+class MetadataExchangeAck(Message):
+    """The acceptor's answer: who it is, its own challenge, and its proof over the dialer's."""
+
+    node_id: str
+    protocol_version: int
+    status: ServerStatus
+    challenge: bytes
+    response: bytes
+
+
+@message(3)
+@dataclass(frozen=True, slots=True)
+class JoinProof(Message):
+    """The dialer's proof over the acceptor's challenge; the link opens when it checks out."""
+
+    response: bytes
 
 
 # --------------------------------------------------------------------------- peer protocol (10-49)
@@ -40,18 +71,24 @@ class HeartbeatPong(Message):
 @message(12)
 @dataclass(frozen=True, slots=True)
 class SyncServiceRequest(Message):
+    """Send me what I lack of this service: everything newer than my version vector `clocks`."""
+
     tenant: str
     service: str
-    since_version: int
+    clocks: tuple[Clock, ...]
 
 
 @message(13)
 @dataclass(frozen=True, slots=True)
 class SyncServiceResponse(Message):
+    """The writes the requester lacks and the responder's version vector. `transfer` true: too
+    much for one message -- fetch a snapshot with `FileTransferRequest` instead."""
+
     tenant: str
     service: str
-    entries: tuple[VariableEntry, ...]
-    version: int
+    entries: tuple[WriteRecord, ...]
+    clocks: tuple[Clock, ...]
+    transfer: bool
 
 
 @message(14)
@@ -91,24 +128,6 @@ class FileTransferChunk(Message):
     data: bytes
     sha256: bytes
     whole_sha256: bytes
-
-
-@message(18)
-@dataclass(frozen=True, slots=True)
-class MetadataExchange(Message):
-    node_id: str
-    status: ServerStatus
-    tenants: tuple[TenantMetadata, ...]
-    challenge: bytes
-
-
-@message(19)
-@dataclass(frozen=True, slots=True)
-class MetadataExchangeAck(Message):
-    node_id: str
-    status: ServerStatus
-    tenants: tuple[TenantMetadata, ...]
-    response: bytes
 
 
 @message(20)

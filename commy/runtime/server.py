@@ -34,14 +34,16 @@ from commy.core.auth import TokenSigner
 from commy.core.catalog import Catalog
 from commy.core.catalog_records import KdfParams
 from commy.core.heartbeat import HEARTBEAT, HeartbeatConfig, HeartbeatMonitor
+from commy.core.members import MEMBERSHIP
 from commy.core.node import LogSink, Node
-from commy.messages import CatalogChanged, DelegatedAuthRequest, DelegatedAuthResult, Envelope
+from commy.messages import Address, CatalogChanged, DelegatedAuthRequest, DelegatedAuthResult, Envelope, Leave
 from commy.runtime.asyncio_host import AsyncioHost, node_seed
 from commy.runtime.gateway import Gateway, GatewayConfig
 from commy.runtime.tcp import TcpConfig, TcpTransport
 
 if TYPE_CHECKING:  # imported when a server starts: a gateway alone needs neither the hub nor the store
-    from commy.core.hub_base import HubConfig
+    from commy.config import ClusterConfig
+    from commy.core.hub_base import HubCluster, HubConfig
     from commy.store import FileStore
 
 AuthHook = Callable[[str, str], Awaitable[str | None]]
@@ -51,6 +53,7 @@ CATALOG_FILE, KEY_FILE, STORE_DIR, LOCK_FILE = "catalog.bin", "server.key", "sto
 CATALOG_STORE, AUTH_HOOKS = "catalog-store", "auth-hooks"
 BOOTSTRAP_CLIENT = "admin"
 KEY_BYTES = 32
+LEAVE_FLUSH = 0.05
 
 
 # --------------------------------------------------------------------------- files
@@ -219,6 +222,10 @@ class RunningServer:
             return
         self._closed = True
         try:
+            if MEMBERSHIP in self.node.actors:  # a cluster member: peers mark it LEFT, not DOWN
+                me = Address(self.node.node_id, MEMBERSHIP)
+                self.node.send(me, me, Leave(), None)
+                await asyncio.sleep(LEAVE_FLUSH)  # the announcements leave through the transport's buffers
             await self.gateway.close()
             self.store.flush_all()
             write_atomic(self.data / CATALOG_FILE, self.catalog.snapshot())
@@ -269,8 +276,13 @@ async def start_server(
     seed: int | None = None,
     log_sink: LogSink | None = None,
     strict: bool = False,
+    cluster: ClusterConfig | None = None,
+    incarnation: int = 1,
+    merge: Callable[[bytes, bytes], bytes] | None = None,
 ) -> RunningServer:
-    """Start one embedded server on the running loop (see the module docstring)."""
+    """Start one embedded server on the running loop (see the module docstring). With `cluster`
+    (see `commy.runtime.cluster_node.start_cluster_node`) it is node `node_id` of that cluster:
+    peer transport, heartbeat tuning and token key come from the configuration."""
     from commy.core.clients import CLIENTS, ClientHub
     from commy.core.hub_base import HubConfig
     from commy.store import FileStore
@@ -299,8 +311,14 @@ async def start_server(
             _, bootstrap = catalog.create_api_key(BOOTSTRAP_CLIENT, server_admin=True, now=host.now(),
                                                   entropy=os.urandom)
         store = FileStore(folder / STORE_DIR, entropy=os.urandom, honeypot=honeypot)
+        if cluster is not None:
+            from commy.runtime.cluster_node import token_key
+
+            key = token_key(cluster.secret)
+            peer_listen, peers, heartbeat = cluster.node(node_id).peer, None, None
         if peer_listen is not None:
-            transport = TcpTransport(node, peer_listen, peers, tcp, loop=loop)
+            secret = cluster.secret if cluster is not None else key  # a lone node's peers share its key file
+            transport = TcpTransport(node, peer_listen, peers, tcp, secret=secret, loop=loop)
             host.attach(transport)
             if heartbeat is not None:
                 node.spawn(HEARTBEAT, lambda ctx: HeartbeatMonitor(ctx, list(peers or {}), heartbeat))
@@ -313,8 +331,18 @@ async def start_server(
             node.spawn(AUTH_HOOKS, lambda ctx: AuthHookRunner(ctx, auth_hooks, hook_timeout, loop))
         signer = TokenSigner(key)
         files = store
+        member: HubCluster | None = None
+        if cluster is not None:
+            from commy.core.hlc import HybridClock
+            from commy.runtime.cluster_node import hub_cluster, spawn_members
+
+            me = cluster.member_info(node_id, incarnation)
+            clock = HybridClock(me.index, host.now)
+            spawn_members(node, cluster, me, store, clock, catalog.snapshot(), transport, merge)
+            member = hub_cluster(cluster, clock)
         node.spawn(CLIENTS, lambda ctx: ClientHub(ctx, catalog=catalog, store=files, signer=signer,
-                                                  entropy=os.urandom, config=hub_config, auth_hooks=hooks_name))
+                                                  entropy=os.urandom, config=hub_config, auth_hooks=hooks_name,
+                                                  cluster=member))
         if transport is not None:
             await transport.start()
         await gw.start()

@@ -5,6 +5,10 @@ it builds the `Node` on an `AsyncioHost`, ties it to a `TcpTransport`, spawns th
 monitor (unless `heartbeat=None`) and any extra actors, and starts listening and dialing. The
 transport exists before any actor starts, so nothing an actor sends in `started()` is lost.
 
+Every peer link is authenticated with the cluster secret (`secret`, see `commy.link`). `commy node`
+reads it from `--secret-file PATH` or the environment variable `COMMY_CLUSTER_SECRET`
+(`load_cluster_secret`) and refuses to start without one.
+
 `run_node_cli` is `commy node`: it parses the flags, writes every log record of info level or above
 as one JSON line on stdout (flushed at once, so a supervisor reading a file sees it live), prints a
 `ready` line once listening, and returns 0 after SIGTERM or SIGINT with everything closed.
@@ -31,6 +35,8 @@ from commy.runtime.loop import run
 from commy.runtime.tcp import TcpConfig, TcpTransport
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+SECRET_ENV = "COMMY_CLUSTER_SECRET"
+MIN_SECRET = 16  # bytes: shorter is guessable
 _RESERVED = ("t", "node", "actor", "level", "event")
 
 
@@ -55,6 +61,7 @@ async def start_node(
     listen: tuple[str, int],
     peers: Mapping[str, tuple[str, int]] | None = None,
     *,
+    secret: bytes,
     heartbeat: HeartbeatConfig | None = HeartbeatConfig(),
     actors: Mapping[str, Callable[[Context], Actor]] | None = None,
     seed: int | None = None,
@@ -62,12 +69,13 @@ async def start_node(
     tcp: TcpConfig | None = None,
     strict: bool = False,
 ) -> RunningNode:
-    """Start a node listening on `listen` (port 0 picks a free one) and dialing `peers`."""
+    """Start a node listening on `listen` (port 0 picks a free one) and dialing `peers`; every
+    link is authenticated with the cluster `secret`."""
     loop = asyncio.get_running_loop()
     host = AsyncioHost(loop)
     node = Node(node_id, host, node_seed(seed), log_sink=log_sink or _no_log, strict=strict)
     peers = dict(peers or {})
-    transport = TcpTransport(node, listen, peers, tcp, loop=loop)
+    transport = TcpTransport(node, listen, peers, tcp, secret=secret, loop=loop)
     host.attach(transport)
     if heartbeat is not None:
         node.spawn(HEARTBEAT, lambda ctx: HeartbeatMonitor(ctx, list(peers), heartbeat))
@@ -122,8 +130,30 @@ def parse_peers(items: list[str]) -> dict[str, tuple[str, int]]:
     return peers
 
 
+def load_cluster_secret(path: str | None, environ: Mapping[str, str]) -> bytes:
+    """The cluster secret from the file at `path` (surrounding whitespace, such as the newline an
+    editor adds, is ignored) or else from `environ[SECRET_ENV]`; ValueError says what is wrong."""
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                secret = f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the cluster secret file {path!r}: {exc.strerror or exc}") from None
+        where = f"the secret file {path!r}"
+    elif environ.get(SECRET_ENV):
+        secret = environ[SECRET_ENV].strip().encode("utf-8")
+        where = SECRET_ENV
+    else:
+        raise ValueError(f"no cluster secret: give --secret-file PATH or set {SECRET_ENV} "
+                         "(the same secret on every node of the cluster)")
+    if len(secret) < MIN_SECRET:
+        raise ValueError(f"the cluster secret in {where} is too short: {len(secret)} bytes, need at least {MIN_SECRET}")
+    return secret
+
+
 def run_node_cli(args: argparse.Namespace) -> int:
     try:
+        secret = load_cluster_secret(args.secret_file, os.environ)
         listen = parse_address(args.listen)
         peers = parse_peers(args.peer)
         if args.id in peers:
@@ -137,18 +167,19 @@ def run_node_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"commy node: {exc}", file=sys.stderr)
         return 2
-    return run(_serve(args.id, listen, peers, config, args.seed, sys.stdout))
+    return run(_serve(args.id, listen, peers, config, args.seed, secret, sys.stdout))
 
 
 async def _serve(node_id: str, listen: tuple[str, int], peers: dict[str, tuple[str, int]],
-                 config: HeartbeatConfig, seed: int | None, out: TextIO) -> int:
+                 config: HeartbeatConfig, seed: int | None, secret: bytes, out: TextIO) -> int:
     sink = json_log_sink(out)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        running = await start_node(node_id, listen, peers, heartbeat=config, seed=seed, log_sink=sink)
+        running = await start_node(node_id, listen, peers, secret=secret, heartbeat=config, seed=seed,
+                                   log_sink=sink)
     except OSError as exc:
         sink(node_id, "node", "error", "listen_failed", {"listen": f"{listen[0]}:{listen[1]}", "error": str(exc)})
         return 1

@@ -13,6 +13,11 @@ has given up on its previous connection). A node retires a losing connection onl
 it itself or when it is an older duplicate, so each loser is closed by exactly one side; retiring
 shuts the write side but still delivers what the peer already sent on it.
 
+Every connection is authenticated with the cluster secret (`secret`) before it is ready: the
+`PeerLink` handshake, with challenges from `entropy` (`os.urandom` unless a test passes another).
+A connection that fails it is closed and counted as a violation; it never becomes ready, so the
+node never hears of it and nothing it sent reaches an actor.
+
 The node hears `LinkUp(peer)` when the first ready connection to a peer appears and
 `LinkDown(peer, reason, detail)` when the last one goes; switching between duplicates is silent.
 A protocol violation on one connection closes that connection only (see `tcp_conn`).
@@ -21,9 +26,10 @@ A protocol violation on one connection closes that connection only (see `tcp_con
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from commy.codec import DEFAULT_CODEC, Codec
@@ -41,8 +47,8 @@ class TcpConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     read_timeout: float = 30.0  # nothing read for this long closes a connection
     write_timeout: float = 30.0  # a write buffer over high water for this long closes it
-    connect_timeout: float = 5.0  # to connect, and then to get the peer's hello
-    max_unidentified: int = 64  # accepted connections that have not said hello yet
+    connect_timeout: float = 5.0  # to connect, and then to complete the handshake
+    max_unidentified: int = 64  # accepted connections that have not completed the handshake
     backoff_initial: float = 0.05
     backoff_cap: float = 2.0
     queue_limit: int = 10_000  # envelopes held per peer while no connection is writable
@@ -65,7 +71,7 @@ class TransportStats:
     violations: int = 0  # connections closed because the other side broke the protocol
     links_up: int = 0
     links_down: int = 0
-    refused: int = 0  # accepted connections dropped because too many had not said hello
+    refused: int = 0  # accepted connections dropped because too many had not completed the handshake
 
 
 class PeerState:
@@ -92,13 +98,19 @@ class TcpTransport:
         peers: Mapping[str, tuple[str, int]] | None = None,
         config: TcpConfig | None = None,
         *,
+        secret: bytes,
+        entropy: Callable[[int], bytes] = os.urandom,
         loop: asyncio.AbstractEventLoop | None = None,
         codec: Codec = DEFAULT_CODEC,
     ) -> None:
+        if not secret:
+            raise ValueError("the peer transport needs the cluster secret")
         self.node = node
         self.node_id = node.node_id
         self.config = config or TcpConfig()
         self.codec = codec
+        self._secret = secret
+        self._entropy = entropy
         self.loop = loop or asyncio.get_running_loop()
         self.listen = listen
         self.listen_address: tuple[str, int] | None = None  # the bound address once started
@@ -148,11 +160,20 @@ class TcpTransport:
             await self._server.wait_closed()
 
     def add_peer(self, name: str, addr: tuple[str, int]) -> None:
-        """Learn (or update) a peer's address; dials it if started and not connected."""
+        """Learn (or update) a peer's address; dials it if started and not connected.
+
+        Idempotent: the same address again changes nothing. A new address replaces a pending
+        redial (it was backing off from the old one) with a fresh dial; the higher id waits
+        `dial_grace`, as at start, since both ends often learn of each other at once."""
         peer = self._peer(name)
+        if peer.addr == addr:
+            return
         peer.addr = addr
+        if peer.retry is not None:
+            peer.retry.cancel()
+            peer.retry = None
         if self._started:
-            self._schedule_dial(peer, 0.0)
+            self._schedule_dial(peer, 0.0 if self.node_id < name else self.config.dial_grace)
 
     def _peer(self, name: str) -> PeerState:
         peer = self.peers.get(name)
@@ -199,10 +220,9 @@ class TcpTransport:
 
     def _new_conn(self, peer: str | None) -> Connection:
         c = self.config
-        conn = Connection(self, peer, self.node.deliver, max_frame=c.max_frame, read_timeout=c.read_timeout,
-                          hello_timeout=c.connect_timeout,
+        return Connection(self, peer, self.node.deliver, secret=self._secret, entropy=self._entropy,
+                          max_frame=c.max_frame, read_timeout=c.read_timeout, handshake_timeout=c.connect_timeout,
                           write_timeout=c.write_timeout, linger=c.linger, high_water=c.high_water)
-        return conn
 
     def _schedule_dial(self, peer: PeerState, delay: float) -> None:
         if self._closing or peer.addr is None or peer.up or peer.dialing or peer.retry is not None:
@@ -228,8 +248,8 @@ class TcpTransport:
             self._log("debug", "dial_failed", peer=peer.name, error=f"{type(exc).__name__}: {exc}")
             peer.dialing = False
             self._schedule_dial(peer, peer.backoff.next())
-        # Connected: the dial is still in flight until the peer's hello makes the connection
-        # ready (`conn_ready`) or it is lost first (`conn_gone` redials, with a longer backoff).
+        # Connected: the dial is still in flight until the handshake makes the connection ready
+        # (`conn_ready`) or it is lost first (`conn_gone` redials, with a longer backoff).
 
     # ---- connection events (from tcp_conn.Connection)
 
@@ -265,7 +285,7 @@ class TcpTransport:
         elif not conn.outbound and self._unidentified() > self.config.max_unidentified:
             # Strangers that connect and say nothing must not pile up; known peers are unaffected.
             self.stats.refused += 1
-            conn.abort("refused", "too many connections waiting for their hello")
+            conn.abort("refused", "too many connections waiting for their handshake")
 
     def _unidentified(self) -> int:
         return sum(1 for c in self._conns if not (c.ready or c.outbound))
@@ -278,9 +298,12 @@ class TcpTransport:
         if failure is not None and not failure.by_peer:
             self.stats.violations += 1
             self._log("warning", "link_violation", peer=conn.link.peer, code=failure.code, detail=failure.detail)
+        elif failure is not None and not conn.ready:
+            # The peer refused our handshake (another cluster secret, another protocol version).
+            self._log("warning", "link_refused", peer=conn.link.peer, code=failure.code, detail=failure.detail)
         if conn.outbound and not conn.ready:
             dialed = self.peers.get(conn.link.peer or "")
-            if dialed is not None:  # our dial ended before the peer's hello: try again, later
+            if dialed is not None:  # our dial ended before the handshake did: try again, later
                 dialed.dialing = False
                 self._schedule_dial(dialed, dialed.backoff.next())
             return
@@ -341,7 +364,11 @@ class TcpTransport:
         return len(self._conns)
 
     def settled(self) -> bool:
-        """Every configured peer has exactly one connection and no dial is in flight."""
+        """Every configured peer has exactly one connection, no dial is in flight and no accepted
+        connection is mid-handshake (the dialer is ready one frame before the acceptor: until
+        the acceptor is too, the two ends may not yet agree on which duplicate to keep)."""
+        if any(not (c.ready or c.outbound or c.gone) for c in self._conns):
+            return False
         return all(len(p.conns) == 1 and not p.dialing for p in self.peers.values() if p.addr is not None)
 
     def _log(self, level: str, event: str, **fields: object) -> None:

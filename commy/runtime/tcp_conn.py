@@ -1,16 +1,17 @@
 """One TCP connection of the peer transport: an `asyncio.Protocol` wrapped around a `PeerLink`.
 
 The protocol is deliberately thin. Bytes read go to `PeerLink.receive_data`; the envelopes it
-returns go straight to the node; whatever the link queues (the hello, envelopes, an `Error`) is
-written out. Every protocol decision -- is this frame valid, who is the peer, is the sender
-spoofed -- is the link's. What lives here is only what a socket adds:
+returns go straight to the node; whatever the link queues (handshake frames, envelopes, an
+`Error`) is written out. Every protocol decision -- does the peer hold the cluster secret, is this
+frame valid, who is the peer, is the sender spoofed -- is the link's. What lives here is only what
+a socket adds:
 
 - write coalescing: the owner appends envelopes to the link and schedules one `flush` per loop
   iteration (`flush_scheduled`), so a burst leaves in a single `transport.write`, not one per
   message;
 - back-pressure: past the high-water mark the connection is `paused` and the owner queues new
   envelopes itself; a buffer that does not drain within `write_timeout` aborts the connection;
-- a hello check: a connection whose peer has not said hello within `hello_timeout` is aborted;
+- a handshake check: a connection whose handshake is not done within `handshake_timeout` is aborted;
 - an idle check: nothing read for `read_timeout` closes it (one timer, re-armed lazily, instead of
   resetting a timer on every read);
 - closing politely: after a violation the link's `Error` frame is written, the write side is shut
@@ -19,8 +20,9 @@ spoofed -- is the link's. What lives here is only what a socket adds:
   `Error` frame before the peer reads it. `retire` (a duplicate connection) shuts the write side
   the same way but keeps delivering what the peer already sent on it, so nothing in flight is lost.
 
-The owner (`TcpTransport`) hears `conn_opened` (the socket is connected), `conn_ready` (the peer
-has said hello: the answer to ours when we dialed, its opening hello when we accepted), `conn_gone` (at most once,
+The owner (`TcpTransport`) hears `conn_opened` (the socket is connected), `conn_ready` (the link
+is OPEN: the peer proved it holds the cluster secret -- its `MetadataExchangeAck` when we dialed,
+its `JoinProof` when we accepted), `conn_gone` (at most once,
 with a reason; a connection the owner retired itself is not reported), `conn_writable`, and
 `conn_lost` when the socket is finally shut.
 """
@@ -53,7 +55,7 @@ class ConnOwner(Protocol):
 
 
 class Connection(asyncio.Protocol):
-    """`peer` is given when we dial (we send the hello) and None when we accept."""
+    """`peer` is given when we dial (we open the handshake) and None when we accept."""
 
     def __init__(
         self,
@@ -61,16 +63,19 @@ class Connection(asyncio.Protocol):
         peer: str | None,
         deliver: Callable[[Envelope], None],
         *,
+        secret: bytes,
+        entropy: Callable[[int], bytes],
         max_frame: int,
         read_timeout: float,
-        hello_timeout: float,
+        handshake_timeout: float,
         write_timeout: float,
         linger: float,
         high_water: int,
     ) -> None:
         self.owner = owner
         self.outbound = peer is not None
-        self.link = PeerLink(owner.node_id, peer, codec=owner.codec, max_frame=max_frame, send_hello=self.outbound)
+        self.link = PeerLink(owner.node_id, peer, secret=secret, entropy=entropy, codec=owner.codec,
+                             max_frame=max_frame)
         self.seq = next(_SEQ)  # creation order: among duplicates from one dialer the newest wins
         self.transport: asyncio.Transport | None = None
         self.ready = False  # the owner has registered us as a connection to `link.peer`
@@ -81,20 +86,20 @@ class Connection(asyncio.Protocol):
         self._loop = owner.loop
         self._time = owner.loop.time
         self._read_timeout = read_timeout
-        self._hello_timeout = hello_timeout
+        self._handshake_timeout = handshake_timeout
         self._write_timeout = write_timeout
         self._linger = linger
         self._high_water = high_water
         self.flush_scheduled = False
         self.last_read = self._time()
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._hello_timer: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
 
     @property
     def dialer(self) -> str | None:
-        """The node that opened this connection (None while an accepted one awaits its hello)."""
+        """The node that opened this connection (None while an accepted one awaits its MetadataExchange)."""
         return self.owner.node_id if self.outbound else self.link.peer
 
     def __repr__(self) -> str:
@@ -107,11 +112,11 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=self._high_water)
         self._idle_timer = self._loop.call_later(self._read_timeout, self._check_idle)
-        self._hello_timer = self._loop.call_later(self._hello_timeout, self._check_hello)
+        self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._check_handshake)
         self.owner.conn_opened(self)
         if self.gone:
             return  # the owner is shutting down and dropped us at once
-        self.flush()  # the hello, when we dialed
+        self.flush()  # our MetadataExchange, when we dialed
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self._time()
@@ -123,12 +128,13 @@ class Connection(asyncio.Protocol):
             # Report first: what the good frames before the violation trigger (replies) must
             # not be sent on this link any more.
             self._link_failed()
-        elif not self.ready and not self.gone and link.state is LinkState.OPEN:
-            self.flush()  # our answering hello, when we accepted
-            if self._hello_timer is not None:
-                self._hello_timer.cancel()
-                self._hello_timer = None
-            self.owner.conn_ready(self)
+        elif not self.ready and not self.gone:
+            self.flush()  # our next handshake frame: the Ack when we accepted, the JoinProof when we dialed
+            if link.state is LinkState.OPEN:
+                if self._handshake_timer is not None:
+                    self._handshake_timer.cancel()
+                    self._handshake_timer = None
+                self.owner.conn_ready(self)
         if envelopes:
             deliver = self._deliver
             for env in envelopes:
@@ -141,7 +147,7 @@ class Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._idle_timer, self._hello_timer, self._write_timer, self._linger_timer):
+        for timer in (self._idle_timer, self._handshake_timer, self._write_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
         if exc is None:
@@ -166,7 +172,7 @@ class Connection(asyncio.Protocol):
     # ---- writing
 
     def flush(self) -> None:
-        """Write what the link has queued (the hello, envelopes, an Error)."""
+        """Write what the link has queued (handshake frames, envelopes, an Error)."""
         self.flush_scheduled = False
         if self.eof_sent or self.transport is None or self.transport.is_closing():
             return
@@ -232,10 +238,10 @@ class Connection(asyncio.Protocol):
         else:
             self._idle_timer = self._loop.call_later(self._read_timeout - idle, self._check_idle)
 
-    def _check_hello(self) -> None:
-        self._hello_timer = None
+    def _check_handshake(self) -> None:
+        self._handshake_timer = None
         if not self.ready and not self.gone:
-            self.abort(TIMEOUT, f"no hello within {self._hello_timeout:g} s")
+            self.abort(TIMEOUT, f"no handshake within {self._handshake_timeout:g} s")
 
     def _write_stalled(self) -> None:
         self._write_timer = None

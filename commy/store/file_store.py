@@ -11,8 +11,9 @@ index naming a file that was never written. Tenant and service names are validat
 and every path is resolved and checked to lie inside `root` before it is used (defence in depth
 against a name check that is ever loosened, or a folder replaced by a symlink).
 
-Rotation (revoking a client's access) copies the file consistently to a new random name, switches
-the index to it and then either deletes the old file or, with `honeypot=True`, keeps it and
+Rotation (revoking a client's access) copies the file consistently -- header included, so the
+service's clocks (its version vector) and every entry's stamp come along -- to a new random name,
+switches the index to it and then either deletes the old file or, with `honeypot=True`, keeps it and
 records its change mark, size and mtime. `honeypot_alerts()` reports each honeypot touched since
 (written through an old mapping, resized, modified or removed) once, then re-arms on what it saw.
 """

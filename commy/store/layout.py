@@ -10,7 +10,10 @@
     48      8      variable count (entries 0..count-1 are in use; published last)
     56      8      data end: the bump allocator's next free byte
     64      8      entry size (128), 72: header size (8192), both checked on open
-    80..4095       spare, zero
+    80..2047       spare, zero
+    2048    256x8  clocks: the service's version vector, the u64 at 2048 + 8*o holds the newest
+                   stamp from origin node o (0..255) this file has without a gap; 0 = none. Each
+                   only grows (`ServiceFile.set_clock`); a file from before clocks reads as empty
     4096    64x64  change counters: writer slot w owns the u64 at 4096 + 64*w (one cache line
                    each, so writers in different processes do not share a line)
 
@@ -60,6 +63,11 @@ H_VERSION, H_SIZE, H_GEN, H_TABLE, H_CAP, H_COUNT, H_DATA_END, H_ENTRY_SIZE, H_H
 COUNTER_FIRST = COUNTERS_AT // 8
 COUNTER_STEP = COUNTER_STRIDE // 8
 COUNTER_END = COUNTER_FIRST + MAX_WRITERS * COUNTER_STEP
+# The version vector: one u64 per origin node index (a stamp's low byte), ending where the counters start.
+CLOCKS_AT = 2048
+MAX_ORIGIN = 255
+CLOCK_FIRST = CLOCKS_AT // 8
+CLOCK_END = CLOCK_FIRST + MAX_ORIGIN + 1
 
 # Entry fields as u64 offsets from the entry's first u64.
 E_NAME_LEN, E_OFFSET, E_CAPACITY, E_LENGTH, E_VERSION, E_SEQ, E_WRITER, E_STAMP = range(8, 16)

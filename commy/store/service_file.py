@@ -22,6 +22,9 @@ is half done while entries are copied. All OS locking and closing happens under 
 shared by every ServiceFile of this file in this process (see `locks.py`), and every map made is
 kept until `close`: freeing one closes CPython's dup of the descriptor, which with classic POSIX
 locks would silently drop the locks held at that moment.
+
+Replication's bookkeeping -- the version vector in the header (`clocks`, `set_clock`) and stamping
+entries that local clients wrote (`set_stamp`) -- is in `stamps.py`, off the hot paths.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from commy.store.layout import (
 )
 from commy.store.locks import LOCK_EX, LOCK_SH, LOCK_UN, SETLKW, process_lock, release_process_lock, setlk
 from commy.store.names import check_variable
+from commy.store.stamps import Stamps
 
 __all__ = ["DEFAULT_MAX_VALUE", "Entry", "ServiceFile", "StoreError"]
 
@@ -133,7 +137,7 @@ def _write_new_file(path: Path, chunks: list[bytes | memoryview], size: int) -> 
         raise
 
 
-class ServiceFile(Growth):
+class ServiceFile(Growth, Stamps):
     """A mapped service file; see the module docstring. Use `create` or `open`, then `close`."""
 
     MAX_WRITERS = MAX_WRITERS

@@ -53,9 +53,10 @@ class Harness(Protocol):
     def break_link(self, a: str, b: str) -> None:
         """Drop the connection between a and b (both see LinkDown); the transport reconnects."""
 
-    def inject_raw(self, dst: str, data: bytes, *, hello_as: str | None = None) -> None:
-        """Open a rogue connection to dst (optionally after a valid LinkHello as `hello_as`) and
-        write `data` to it."""
+    def inject_raw(self, dst: str, data: bytes, *, hello_as: str | None = None, secret: bytes | None = None) -> None:
+        """Open a rogue connection to dst and write `data` to it. With `hello_as`, the rogue first
+        runs the dialer's side of the link handshake as that node, proving with `secret` (None:
+        the cluster's own, a rogue that holds it; anything else: a rogue that does not)."""
 
     def rogue_received(self) -> bytes:
         """Bytes the rogue connection got back (e.g. the framed Error before the close)."""

@@ -3,7 +3,8 @@
 Every node hosts a `Probe` named `PROBE`; messages travel as bytes through the simulated network
 (codec, framing and link checks in flight), link events come from the simulated connections, and
 `run_until` advances virtual time, so a timeout of seconds costs milliseconds. A rogue connection
-is processed at once: its answer is in `rogue_received()` as soon as `inject_raw` returns.
+is processed at once, through the network's real accepting handshake: its answer is in
+`rogue_received()` as soon as `inject_raw` returns.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class SimHarness:
     def break_link(self, a: str, b: str) -> None:
         self.cluster.break_link(a, b)
 
-    def inject_raw(self, dst: str, data: bytes, *, hello_as: str | None = None) -> None:
-        self.cluster.network.inject_raw(dst, data, hello_as=hello_as)
+    def inject_raw(self, dst: str, data: bytes, *, hello_as: str | None = None, secret: bytes | None = None) -> None:
+        self.cluster.network.inject_raw(dst, data, hello_as=hello_as, secret=secret)
 
     def rogue_received(self) -> bytes:
         return bytes(self.cluster.network.rogue_out)

@@ -3,9 +3,11 @@
 Each test drives the `Harness` protocol only (tests/conformance/harness.py), so the simulator and
 the TCP runtime are held to the same promises: every message arrives once and intact, a link keeps
 order, a broken link reports LinkDown on both ends and comes back with LinkUp, and a peer that
-breaks the protocol (oversize frame, garbage with or without a hello, a spoofed sender) gets a typed
-`Error` frame and is cut off while the node keeps serving its real peers. Timeouts are seconds of
-the harness's clock: virtual in the simulator, real (and bounded) over TCP.
+breaks the protocol (oversize frame, garbage with or without a handshake, a spoofed sender) gets a
+typed `Error` frame and is cut off while the node keeps serving its real peers. A connection
+without the cluster secret (no handshake, no proof, a wrong proof) gets `Error(unauthenticated)`
+and nothing it sends -- a membership join, a replication write -- reaches any actor. Timeouts are
+seconds of the harness's clock: virtual in the simulator, real (and bounded) over TCP.
 """
 
 from __future__ import annotations
@@ -16,19 +18,25 @@ from collections.abc import Iterator
 import pytest
 
 from commy.codec import DEFAULT_CODEC
-from commy.errors import BAD_REQUEST, TOO_LARGE, UNKNOWN_MESSAGE, RemoteProtocolError
+from commy.errors import BAD_REQUEST, TOO_LARGE, UNAUTHENTICATED, UNKNOWN_MESSAGE, RemoteProtocolError
 from commy.framing import FrameDecoder, encode_frame
-from commy.link import LINK_ACTOR
+from commy.link import LINK_ACTOR, PROTOCOL_VERSION
 from commy.messages import (
     Address,
     Envelope,
     Error,
     HeartbeatPing,
     HeartbeatTick,
+    JoinRequest,
     LinkDown,
-    LinkHello,
     LinkUp,
+    MemberInfo,
+    Message,
+    MetadataExchange,
+    MetadataExchangeAck,
+    Replicate,
     ServerStatus,
+    WriteRecord,
 )
 from tests.conformance.harness import PROBE, Harness
 
@@ -71,8 +79,8 @@ def rogue_errors(h: Harness) -> list[Envelope]:
     """The Error envelopes the rogue connection received (for the link pseudo-actor)."""
     out: list[Envelope] = []
     frames = FrameDecoder(1 << 30).feed(h.rogue_received())
-    if frames and _is_hello(frames[0]):
-        frames = frames[1:]  # the node's answering hello, when the rogue said hello first
+    if frames and _is_ack(frames[0]):
+        frames = frames[1:]  # the node's MetadataExchangeAck, when the rogue opened a handshake
     for frame in frames:
         env = DEFAULT_CODEC.decode(frame)
         if type(env.body) is Error and env.receiver.name == LINK_ACTOR:
@@ -80,9 +88,9 @@ def rogue_errors(h: Harness) -> list[Envelope]:
     return out
 
 
-def _is_hello(frame: bytes) -> bool:
+def _is_ack(frame: bytes) -> bool:
     try:
-        return type(DEFAULT_CODEC.decode_message(frame)) is LinkHello
+        return type(DEFAULT_CODEC.decode_message(frame)) is MetadataExchangeAck
     except RemoteProtocolError:
         return False
 
@@ -184,16 +192,16 @@ def test_an_oversize_frame_cuts_off_only_that_link(harness: Harness) -> None:
     assert_still_serving(harness)
 
 
-def test_garbage_after_a_valid_hello_is_a_bad_request(harness: Harness) -> None:
+def test_garbage_after_a_valid_handshake_is_a_bad_request(harness: Harness) -> None:
     harness.start(NODES)
     harness.inject_raw("n1", encode_frame(b"\xc1 this is not msgpack"), hello_as="n9")
     assert_cut_off(harness, BAD_REQUEST)
     assert_still_serving(harness)
 
 
-def test_garbage_without_a_hello_is_a_bad_request(harness: Harness) -> None:
+def test_garbage_without_a_handshake_is_a_bad_request(harness: Harness) -> None:
     harness.start(NODES)
-    harness.inject_raw("n1", encode_frame(b"\x93\x01\x02"))  # a valid frame whose payload is no hello
+    harness.inject_raw("n1", encode_frame(b"\x93\x01\x02"))  # a valid frame whose payload is not msgpack
     assert_cut_off(harness, BAD_REQUEST)
     assert_still_serving(harness)
 
@@ -213,3 +221,47 @@ def test_a_local_only_message_from_a_peer_is_refused(harness: Harness) -> None:
     harness.inject_raw("n1", encode_frame(DEFAULT_CODEC.encode(tick)), hello_as="n2")
     assert_cut_off(harness, UNKNOWN_MESSAGE)
     assert_still_serving(harness)
+
+
+# ------------------------------------------------------------------- strangers without the secret
+
+REPLICATE = Replicate("acme", "prices", (WriteRecord("eur", b"forged", (1 << 40) | 2, 0, "rogue"),), ())
+JOIN = JoinRequest(MemberInfo("n2", 2, "127.0.0.1", 9, "ws://127.0.0.1:9", 7))
+
+
+def _as_from(body: Message, sender: str) -> bytes:
+    """`body` to n1's probe (which records whatever reaches it) as if from `sender`."""
+    return encode_frame(DEFAULT_CODEC.encode(Envelope(1, None, Address(sender, PROBE), Address("n1", PROBE), 0.0,
+                                                      body)))
+
+
+def _seen(h: Harness, kind: type) -> bool:
+    return any(type(e.body) is kind for n in NODES for e in h.probe(n).received)
+
+
+@pytest.mark.parametrize("body", [REPLICATE, JOIN], ids=["replicate", "join"])
+@pytest.mark.parametrize("how", ["no-handshake", "no-proof", "wrong-secret"])
+def test_a_node_without_the_cluster_secret_cannot_join_or_inject_a_replication_message(
+    harness: Harness, how: str, body: Message,
+) -> None:
+    harness.start(NODES)
+    data = _as_from(body, "n2")
+    if how == "no-handshake":  # the envelope straight away
+        harness.inject_raw("n1", data)
+    elif how == "no-proof":  # a well-formed MetadataExchange, then the envelope without waiting to prove
+        exchange = MetadataExchange("n2", PROTOCOL_VERSION, ServerStatus.HEALTHY, b"\x01" * 32)
+        harness.inject_raw("n1", encode_frame(DEFAULT_CODEC.encode_message(exchange)) + data)
+    else:  # the whole handshake, proving with a secret that is not the cluster's
+        harness.inject_raw("n1", data, hello_as="n2", secret=b"a guess at the cluster secret!!!")
+    assert_cut_off(harness, UNAUTHENTICATED)
+    harness.run_until(lambda: False, 0.2)  # anything that slipped through would have arrived by now
+    assert not _seen(harness, type(body)), "a message from a connection without the secret was delivered"
+    assert_still_serving(harness)
+
+
+def test_the_same_message_from_a_holder_of_the_secret_is_delivered(harness: Harness) -> None:
+    # The control for the test above: the probe does see what an authenticated link carries.
+    harness.start(NODES)
+    harness.inject_raw("n1", _as_from(REPLICATE, "n9"), hello_as="n9")
+    assert harness.run_until(lambda: _seen(harness, Replicate), WAIT)
+    assert rogue_errors(harness) == []

@@ -114,7 +114,8 @@ async def scenario(url: str, admin_key: str, log: Path) -> None:
         assert auth[0] == 101 and auth[2 + 2] == "alice", auth
         alice_token = auth[2 + 3]
         updated = await binary(alice, 2, 122, "acme", "svc", [["x", b"1"]], "")
-        assert updated[0] == 123 and updated[2 + 2] == [["x", 1]], updated
+        assert updated[0] == 123 and [v[:2] for v in updated[2 + 2]] == [["x", 1]], updated
+        assert updated[2 + 2][0][2] > 0, "each write carries its cluster-wide stamp"
 
         # bob speaks JSON text frames, bytes as base64
         reply = await text(bob, {"type": "Authenticate", "id": 1, "tenant": "acme", "method": "api_key",

@@ -37,6 +37,7 @@ from commy.messages.client import (
     CreateTenant,
     DeleteService,
     DeleteTenant,
+    DrainNode,
     GetVariables,
     GrantPermission,
     Heartbeat,
@@ -108,6 +109,7 @@ def test_unauthenticated_requests_of_every_type_are_refused(tmp_path: Path) -> N
             (UnmapService("acme", "svc"), UNAUTHENTICATED),
             (MigrationAck("acme", "svc", "/tmp/x"), None),  # acknowledgements get no reply
             (ClientMigrationAck("s1", True, ""), None),
+            (DrainNode("server"), UNAUTHENTICATED),
             (CreateTenant("evil"), UNAUTHENTICATED),
             (DeleteTenant("acme"), UNAUTHENTICATED),
             (CreateService("acme", "evil"), UNAUTHENTICATED),
@@ -196,6 +198,7 @@ def test_cross_tenant_requests_of_every_type_are_refused(tmp_path: Path) -> None
             (CreateApiKey("mallory", False, "", ()), FORBIDDEN),
             (SetAuthHook("tb", "hook"), FORBIDDEN),
             (SetAuthHook("ta", "hook"), FORBIDDEN),  # who picks the hook picks the users: server admins only
+            (DrainNode("server"), FORBIDDEN),
             (Authenticate("tb", "api_key", w.keys["alice"].key), FORBIDDEN),
             (Authenticate("tb", "token", w.alice_token), FORBIDDEN),
             (Authenticate(SERVER, "api_key", w.keys["alice"].key), FORBIDDEN),

@@ -1,6 +1,8 @@
 """Three `commy node` OS processes on loopback: they find each other, and a kill -9 is noticed.
 
-Each node's stdout goes to a file (never a pipe: a pipe nobody drains can block a child). The test
+Each node's stdout goes to a file (never a pipe: a pipe nobody drains can block a child). The
+three share the cluster secret (n1 reads it from `--secret-file`, the others from the environment);
+a fourth process, `x`, dials all three with another secret and must never get a link. The test
 waits, bounded, until every node logs its two peers `healthy`, SIGKILLs one by PID, waits until
 both survivors log it `down`, then SIGTERMs the survivors and checks they exit cleanly. Whatever
 happens, every process started here is killed by its PID before the test returns.
@@ -9,6 +11,7 @@ happens, every process started here is killed by its PID before the test returns
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +25,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 IDS = ["n1", "n2", "n3"]
+SECRET = "three processes' cluster secret"
 INTERVAL = 0.1  # heartbeat interval: DOWN after 5 misses, about 0.5 s after the kill
 
 
@@ -64,18 +68,21 @@ def last_state(path: Path, peer: str) -> str | None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[dict[str, subprocess.Popen[bytes]], dict[str, Path]]]:
-    ports = dict(zip(IDS, free_ports(len(IDS)), strict=True))
+    ports = dict(zip([*IDS, "x"], free_ports(len(IDS) + 1), strict=True))
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
+    (tmp_path / "secret").write_text(SECRET + "\n", encoding="utf-8")
     try:
-        for node in IDS:
+        for node in [*IDS, "x"]:
             peers = [f"--peer={p}=127.0.0.1:{ports[p]}" for p in IDS if p != node]
+            env = dict(os.environ, COMMY_CLUSTER_SECRET="not the cluster's secret" if node == "x" else SECRET)
+            secret_file = [f"--secret-file={tmp_path / 'secret'}"] if node == "n1" else []
             logs[node] = tmp_path / f"{node}.jsonl"
             with open(logs[node], "wb") as out, open(tmp_path / f"{node}.err", "wb") as err:
                 procs[node] = subprocess.Popen(
                     [sys.executable, "-m", "commy.cli", "node", "--id", node, "--listen", f"127.0.0.1:{ports[node]}",
-                     *peers, "--interval", str(INTERVAL), "--seed", str(IDS.index(node) + 1)],
-                    stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                     *peers, "--interval", str(INTERVAL), "--seed", str(len(procs) + 1), *secret_file],
+                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                 )
         yield procs, logs
     finally:
@@ -96,6 +103,11 @@ def test_three_nodes_see_each_other_and_notice_a_kill(
     assert wait_for(lambda: all(any(r.get("event") == "ready" for r in records(logs[n])) for n in IDS), 15), \
         {n: logs[n].read_text() for n in IDS}
     assert wait_for(all_healthy, 15), {n: logs[n].read_text()[-2000:] for n in IDS}
+    # The node without the secret: refused by every member, each of its dials a violation.
+    assert wait_for(lambda: {r.get("peer") for r in records(logs["x"]) if r.get("event") == "link_violation"}
+                    == set(IDS), 10), logs["x"].read_text()[-2000:]
+    for node in IDS:
+        assert not any(r.get("event") == "link_up" and r.get("peer") == "x" for r in records(logs[node]))
 
     procs["n3"].send_signal(signal.SIGKILL)
     procs["n3"].wait(timeout=5)
@@ -104,9 +116,9 @@ def test_three_nodes_see_each_other_and_notice_a_kill(
     assert time.monotonic() - killed_at < 3.0
     assert last_state(logs["n1"], "n2") == "healthy" and last_state(logs["n2"], "n1") == "healthy"
 
-    for node in ("n1", "n2"):
+    for node in ("n1", "n2", "x"):
         procs[node].send_signal(signal.SIGTERM)
-    for node in ("n1", "n2"):
+    for node in ("n1", "n2", "x"):
         assert procs[node].wait(timeout=10) == 0
         assert any(r.get("event") == "stopped" for r in records(logs[node]))
     assert all(p.poll() is not None for p in procs.values())

@@ -23,10 +23,10 @@ from commy.messages import (
     Envelope,
     Error,
     HeartbeatPing,
+    MemberInfo,
+    MemberList,
     Message,
-    MetadataExchange,
     ServerStatus,
-    TenantMetadata,
     message,
 )
 from tests.helpers import sweep_size
@@ -194,15 +194,15 @@ def test_each_wrong_field_type_is_refused_and_named(cls: type[Message]) -> None:
 
 
 def test_nested_record_errors_name_the_record() -> None:
-    good = ["t", "n", ["svc"], 1]
-    for record, text in (([*good[:3], "1"], r"TenantMetadata\.version: expected int"),
-                         (good[:3], "TenantMetadata has 4 fields, got 3"),
-                         ([good, "x"], r"MetadataExchange\.tenants\[\]: expected array")):
-        tenants = record if isinstance(record[0], list) else [record]
+    good = ["n1", 1, "h", 7001, "ws://h", 0]
+    for record, text in (([*good[:5], "0"], r"MemberInfo\.incarnation: expected int"),
+                         (good[:5], "MemberInfo has 6 fields, got 5"),
+                         ([good, "x"], r"MemberList\.members\[\]: expected array")):
+        members = record if isinstance(record[0], list) else [record]
         with pytest.raises(RemoteProtocolError, match=text):
-            CODEC.decode_message(pack([18, 1, "n1", "healthy", tenants, b""]))
-    assert CODEC.decode_message(pack([18, 1, "n1", "healthy", [good], b""])) == MetadataExchange(
-        "n1", ServerStatus.HEALTHY, (TenantMetadata("t", "n", ("svc",), 1),), b"")
+            CODEC.decode_message(pack([19, 1, members, []]))
+    assert CODEC.decode_message(pack([19, 1, [good], ["n9"]])) == MemberList(
+        (MemberInfo("n1", 1, "h", 7001, "ws://h", 0),), ("n9",))
 
 
 @pytest.mark.parametrize("tag", [999_999, -1, "10", True, None, 1.0, [10]])
@@ -328,8 +328,7 @@ def test_mutated_encodings_sweep() -> None:
     """Seeded sweep: bit flips, truncations and insertions in real encodings."""
     rng = random.Random(20240501)
     seeds = [CODEC.encode(Envelope(i, i or None, Address("a", "x"), Address("b", "y"), 0.5, body)) for i, body in
-             enumerate([PING, Error("c", "d"), MetadataExchange("n", ServerStatus.DEGRADED,
-                                                                 (TenantMetadata("t", "n", ("s", "v"), 3),), b"ch")])]
+             enumerate([PING, Error("c", "d"), MemberList((MemberInfo("n", 3, "h", 1, "ws://h", 2),), ("s", "v"))])]
     for _ in range(sweep_size(3000, 100_000)):
         data = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 3)):

@@ -9,7 +9,17 @@ import pytest
 from commy.core.heartbeat import HEARTBEAT, HeartbeatConfig, HeartbeatMonitor
 from commy.core.membership import TRANSITIONS, PeerState, PeerTable
 from commy.errors import LocalProtocolError
-from commy.messages import Address, HeartbeatPing, HeartbeatPong, HeartbeatTick, PeerStateChanged, ServerStatus
+from commy.messages import (
+    Address,
+    HeartbeatPing,
+    HeartbeatPong,
+    HeartbeatTick,
+    MemberInfo,
+    MemberLeft,
+    MemberUp,
+    PeerStateChanged,
+    ServerStatus,
+)
 from tests.helpers.fake_context import FakeContext, deliver
 
 OK = ServerStatus.HEALTHY
@@ -180,3 +190,67 @@ def test_the_peers_own_ping_counts_as_hearing_from_it() -> None:
     for _ in range(5):
         tick(ctx)
     assert states(hb)["n2"] == "down"  # silence again: DOWN after 5 missed rounds, as before
+
+
+# ---- peers from the membership actor
+
+
+def up(hb: HeartbeatMonitor, peer: str, incarnation: int = 1) -> None:
+    member = MemberInfo(peer, int(peer[1:]), "h", 1, "ws://h", incarnation)
+    deliver(hb, MemberUp(member), Address("n1", "membership"))
+
+
+def left(hb: HeartbeatMonitor, peer: str) -> None:
+    deliver(hb, MemberLeft(peer), Address("n1", "membership"))
+
+
+def transitions(ctx: FakeContext) -> list[tuple[str, str, str]]:
+    out = [(e.peer, e.old, e.new) for e in ctx.published]  # type: ignore[attr-defined]
+    ctx.published.clear()
+    return out
+
+
+def test_member_up_starts_watching_a_peer_and_ignores_itself_and_repeats() -> None:
+    hb, ctx = monitor(("n1",))
+    assert tick(ctx) == {}
+    up(hb, "n1")
+    up(hb, "n4")
+    up(hb, "n4")
+    assert states(hb) == {"n4": "joining"} and tick(ctx) == {"n4": 1}
+    pong(hb, "n4", 1)
+    up(hb, "n4", 2)  # it restarted: nothing to do while it is not LEFT
+    assert states(hb) == {"n4": "healthy"} and hb.incarnations == {"n4": 2}
+    assert transitions(ctx) == [("n4", "joining", "healthy")]
+
+
+def test_a_left_peer_is_never_pinged_nor_marked_down_until_a_new_incarnation() -> None:
+    hb, ctx = monitor(("n1", "n2"))
+    up(hb, "n3")
+    seqs = tick(ctx)
+    pong(hb, "n3", seqs["n3"])
+    left(hb, "n3")
+    left(hb, "n9")  # never watched: nothing
+    for _ in range(10):
+        assert "n3" not in tick(ctx)
+    deliver(hb, HeartbeatPing(1, 0.0, OK), Address("n3", HEARTBEAT))  # its last pings: answered, no revival
+    assert [type(s.msg) for s in ctx.take_sent()] == [HeartbeatPong]
+    assert states(hb) == {"n2": "down", "n3": "left"}
+    assert ("n3", "healthy", "left") in transitions(ctx)
+    up(hb, "n3", 0)  # an older process: ignored
+    assert states(hb)["n3"] == "left"
+    up(hb, "n3", 2)
+    assert states(hb)["n3"] == "joining" and transitions(ctx) == [("n3", "left", "joining")]
+    view = hb.table.views["n3"]
+    assert view.missed == 0 and view.last_acked_seq == view.last_sent_seq
+    history = []
+    for _ in range(6):  # the new incarnation never answers: DOWN after five missed rounds, not sooner
+        tick(ctx)
+        history.append(states(hb)["n3"])
+    assert history == ["joining", "joining", "suspected", "suspected", "suspected", "down"]
+
+
+def test_static_peers_can_leave_and_come_back_through_membership() -> None:
+    hb, ctx = monitor(("n1", "n2"))
+    left(hb, "n2")
+    up(hb, "n2", 1)
+    assert transitions(ctx) == [("n2", "joining", "left"), ("n2", "left", "joining")]

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 
 from commy.core.clients import HubConfig
+from commy.core.hlc import origin_of
 from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED
 from commy.messages import (
     CLIENT_REQUESTS,
@@ -30,7 +31,6 @@ from commy.messages import (
     VariableChanged,
     VariablesData,
     VariablesUpdated,
-    VariableVersion,
 )
 from tests.helpers.hub import HubHarness
 from tests.helpers.strategies import messages
@@ -59,12 +59,17 @@ def session(h: HubHarness, tenant: str, client: str, scopes: frozenset[str] = fr
 
 def test_set_then_get_with_versions_and_writer(h: HubHarness) -> None:
     c = session(h, "acme", "alice")
-    assert h.ask(c, setv("acme", "s", x=b"1", y=b"2")) == VariablesUpdated(
-        "acme", "s", (VariableVersion("x", 1), VariableVersion("y", 1)))
-    h.ask(c, setv("acme", "s", x=b"3"))
+    first = h.ask(c, setv("acme", "s", x=b"1", y=b"2"))
+    assert isinstance(first, VariablesUpdated)
+    assert [(v.name, v.version) for v in first.versions] == [("x", 1), ("y", 1)]
+    assert 0 < first.versions[0].stamp < first.versions[1].stamp  # each write gets its own, newer stamp
+    assert origin_of(first.versions[0].stamp) == 1  # a single server stamps as node 1
+    second = h.ask(c, setv("acme", "s", x=b"3"))
+    assert isinstance(second, VariablesUpdated)
     data = h.ask(c, GetVariables("acme", "s", ("x", "missing")))
     assert isinstance(data, VariablesData)
-    assert [(v.name, v.value, v.version, v.changed_by) for v in data.variables] == [("x", b"3", 2, "alice")]
+    assert [(v.name, v.value, v.version, v.changed_by, v.stamp) for v in data.variables] == [
+        ("x", b"3", 2, "alice", second.versions[0].stamp)]
 
 
 def test_a_reader_cannot_write_or_create(h: HubHarness) -> None:

@@ -16,16 +16,22 @@ import commy.client
 import commy.core
 import commy.runtime
 from commy.core.actor import Actor
-from commy.messages import CLIENT_REPLIES, REGISTRY, CloseClient, Error, LinkHello
+from commy.messages import (
+    CLIENT_REPLIES,
+    REGISTRY,
+    CloseClient,
+    Error,
+    JoinProof,
+    MetadataExchange,
+    MetadataExchangeAck,
+)
 
-OWNED_BY_THE_LINK = {LinkHello, Error}  # commy.link.PeerLink consumes hellos and link-level errors
+# commy.link.PeerLink consumes the handshake (the cluster-secret proofs) and link-level errors
+OWNED_BY_THE_LINK = {MetadataExchange, MetadataExchangeAck, JoinProof, Error}
 OWNED_BY_THE_GATEWAY = {CloseClient}  # the gateway acts on it instead of sending it to the client
 NOT_YET_OWNED = {
-    # peer protocol, actors arrive with the cluster issue
-    "SyncServiceRequest", "SyncServiceResponse",
-    "FileTransferRequest", "FileTransferChunk", "MetadataExchange", "MetadataExchangeAck",
-    # local events published today with no subscriber yet (failover and replication will listen)
-    "LinkUp", "LinkDown", "PeerStateChanged",
+    # link events published with no subscriber yet (the heartbeat and membership watch peers instead)
+    "LinkUp", "LinkDown",
 }
 
 

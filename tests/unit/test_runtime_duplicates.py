@@ -23,6 +23,7 @@ from commy.runtime.tcp_conn import Connection
 from tests.conformance.harness import PROBE, Probe
 from tests.helpers.aio import probe, until
 from tests.helpers.fake_host import FakeHost
+from tests.helpers.link_peer import SECRET
 
 LOOPBACK = "127.0.0.1"
 
@@ -41,7 +42,7 @@ class FakeConn:
 def resolve(local: str, peer: str, conns: list[FakeConn]) -> tuple[FakeConn | None, list[FakeConn]]:
     loop = asyncio.new_event_loop()
     try:
-        transport = TcpTransport(Node(local, FakeHost(), 1), (LOOPBACK, 0), loop=loop)
+        transport = TcpTransport(Node(local, FakeHost(), 1), (LOOPBACK, 0), secret=SECRET, loop=loop)
         state = transport._peer(peer)
         state.conns = cast(list[Connection], list(conns))
         transport._resolve(state)
@@ -91,8 +92,10 @@ def the_socket(r: RunningNode, peer: str) -> tuple[object, object]:
 def test_simultaneous_dials_settle_on_one_shared_connection(uvloop: bool) -> None:
     async def main() -> None:
         config = TcpConfig(dial_grace=0.001, backoff_initial=0.001, backoff_cap=0.01)  # collide on purpose
-        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe}, tcp=config, seed=1)
-        b = await start_node("b", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe}, tcp=config, seed=2)
+        a = await start_node("a", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe}, tcp=config,
+                             seed=1)
+        b = await start_node("b", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe}, tcp=config,
+                             seed=2)
         try:
             a.transport.add_peer("b", b.address)
             b.transport.add_peer("a", a.address)
@@ -122,8 +125,8 @@ def test_the_queue_keeps_the_newest_envelopes_while_the_peer_is_away() -> None:
             s.bind((LOOPBACK, 0))
             port = s.getsockname()[1]
         config = TcpConfig(queue_limit=10, backoff_initial=0.01, backoff_cap=0.05)
-        a = await start_node("a", (LOOPBACK, 0), {"b": (LOOPBACK, port)}, heartbeat=None, actors={PROBE: Probe},
-                             tcp=config)
+        a = await start_node("a", (LOOPBACK, 0), {"b": (LOOPBACK, port)}, secret=SECRET, heartbeat=None,
+                             actors={PROBE: Probe}, tcp=config)
         b: RunningNode | None = None
         try:
             for seq in range(25):
@@ -131,7 +134,8 @@ def test_the_queue_keeps_the_newest_envelopes_while_the_peer_is_away() -> None:
                             None)
             assert a.transport.stats.queue_dropped == 15 and a.transport.peers["b"].dropped == 15
             await asyncio.sleep(0.1)  # a few refused dials
-            b = await start_node("b", (LOOPBACK, port), heartbeat=None, actors={PROBE: Probe}, tcp=config)
+            b = await start_node("b", (LOOPBACK, port), secret=SECRET, heartbeat=None, actors={PROBE: Probe},
+                                 tcp=config)
             received = probe(b).received
             assert await until(lambda: len(received) >= 10, 3.0)
             assert [e.body.seq for e in received] == list(range(15, 25))  # type: ignore[attr-defined]

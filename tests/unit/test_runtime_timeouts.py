@@ -12,13 +12,13 @@ import socket
 from commy.codec import DEFAULT_CODEC
 from commy.errors import TIMEOUT
 from commy.framing import encode_frame
-from commy.link import PROTOCOL_VERSION
-from commy.messages import Address, Envelope, HeartbeatPing, LinkDown, LinkHello, LinkUp, ServerStatus
+from commy.messages import Address, Envelope, HeartbeatPing, LinkDown, LinkUp, ServerStatus
 from commy.runtime.loop import run
 from commy.runtime.standalone import RunningNode, start_node
 from commy.runtime.tcp import TcpConfig
 from tests.conformance.harness import PROBE, Probe
 from tests.helpers.aio import probe, until
+from tests.helpers.link_peer import SECRET, handshake, link_as
 
 LOOPBACK = "127.0.0.1"
 
@@ -29,10 +29,6 @@ def downs(r: RunningNode, peer: str) -> list[LinkDown]:
     return [m for m in probe(r).link_events if isinstance(m, LinkDown) and m.peer == peer]
 
 
-def hello(node: str) -> bytes:
-    return encode_frame(DEFAULT_CODEC.encode_message(LinkHello(node, PROTOCOL_VERSION)))
-
-
 def ping_frame(src: str, dst: str, seq: int) -> bytes:
     env = Envelope(seq, None, Address(src, PROBE), Address(dst, PROBE), 0.0,
                    HeartbeatPing(seq, 0.0, ServerStatus.HEALTHY))
@@ -41,15 +37,15 @@ def ping_frame(src: str, dst: str, seq: int) -> bytes:
 
 def test_a_silent_connection_is_closed_after_the_read_timeout() -> None:
     async def main() -> None:
-        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+        a = await start_node("a", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe},
                              tcp=TcpConfig(read_timeout=0.3))
         try:
             reader, writer = await asyncio.open_connection(*a.address)
-            writer.write(hello("z"))
+            await handshake(link_as("z", "a"), reader, writer)
             started = asyncio.get_running_loop().time()
             assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 2.0)
-            # Everything the node ever sends is its answering hello; then it closes the connection.
-            assert await asyncio.wait_for(reader.read(), 3.0) == hello("a")
+            # After the handshake the node sends nothing; then it closes the connection.
+            assert await asyncio.wait_for(reader.read(), 3.0) == b""
             assert 0.25 <= asyncio.get_running_loop().time() - started < 2.0
             assert await until(lambda: bool(downs(a, "z")), 1.0)
             assert downs(a, "z")[0].reason == TIMEOUT
@@ -62,11 +58,11 @@ def test_a_silent_connection_is_closed_after_the_read_timeout() -> None:
 
 def test_traffic_keeps_a_connection_open() -> None:
     async def main() -> None:
-        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+        a = await start_node("a", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe},
                              tcp=TcpConfig(read_timeout=0.3))
         try:
-            _, writer = await asyncio.open_connection(*a.address)
-            writer.write(hello("z"))
+            reader, writer = await asyncio.open_connection(*a.address)
+            await handshake(link_as("z", "a"), reader, writer)
             for seq in range(8):  # 0.8 s of traffic, a frame every 0.1 s
                 writer.write(ping_frame("z", "a", seq))
                 await asyncio.sleep(0.1)
@@ -81,19 +77,19 @@ def test_traffic_keeps_a_connection_open() -> None:
 
 def test_a_write_buffer_that_does_not_drain_is_closed_after_the_write_timeout() -> None:
     async def main() -> None:
-        # A peer that answers the hello, then never reads again.
+        # A peer that completes the handshake, then never reads again.
         stuck: list[asyncio.StreamWriter] = []
 
         async def answer_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.write(hello("z"))
+            await handshake(link_as("z", None), reader, writer)
             writer.transport.pause_reading()
             stuck.append(writer)
 
         sink = await asyncio.start_server(answer_then_stall, LOOPBACK, 0)
         sink.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         config = TcpConfig(write_timeout=0.3, high_water=16 * 1024, queue_limit=100)
-        a = await start_node("a", (LOOPBACK, 0), {"z": sink.sockets[0].getsockname()[:2]}, heartbeat=None,
-                             actors={PROBE: Probe}, tcp=config)
+        a = await start_node("a", (LOOPBACK, 0), {"z": sink.sockets[0].getsockname()[:2]}, secret=SECRET,
+                             heartbeat=None, actors={PROBE: Probe}, tcp=config)
         try:
             assert await until(lambda: a.transport.connection_count("z") == 1, 2.0)
             sender, to = Address("a", PROBE), Address("z", PROBE)
@@ -115,9 +111,9 @@ def test_a_write_buffer_that_does_not_drain_is_closed_after_the_write_timeout() 
     run(main())
 
 
-def test_a_connection_that_never_says_hello_is_dropped() -> None:
+def test_a_connection_that_never_starts_the_handshake_is_dropped() -> None:
     async def main() -> None:
-        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+        a = await start_node("a", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe},
                              tcp=TcpConfig(connect_timeout=0.2))
         try:
             reader, writer = await asyncio.open_connection(*a.address)
@@ -131,7 +127,7 @@ def test_a_connection_that_never_says_hello_is_dropped() -> None:
 
 def test_silent_strangers_beyond_the_cap_are_refused_and_peers_still_connect() -> None:
     async def main() -> None:
-        a = await start_node("a", (LOOPBACK, 0), heartbeat=None, actors={PROBE: Probe},
+        a = await start_node("a", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe},
                              tcp=TcpConfig(max_unidentified=3))
         writers = []
         try:
@@ -141,9 +137,9 @@ def test_silent_strangers_beyond_the_cap_are_refused_and_peers_still_connect() -
             for w in writers:  # the strangers leave, freeing their slots ...
                 w.close()
             assert await until(lambda: a.transport.open_connections() == 0, 2.0)
-            _, writer = await asyncio.open_connection(*a.address)
+            reader, writer = await asyncio.open_connection(*a.address)
             writers.append(writer)
-            writer.write(hello("z"))  # ... and now a real peer gets in
+            await handshake(link_as("z", "a"), reader, writer)  # ... and now a real peer gets in
             assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 2.0)
         finally:
             for w in writers:
@@ -160,11 +156,11 @@ def test_a_slow_answering_peer_gets_one_connection_not_one_per_backoff() -> None
         async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             accepted.append(writer)
             await asyncio.sleep(0.6)  # far longer than the first backoff steps (50, 100, 200 ms)
-            writer.write(hello("z"))
+            await handshake(link_as("z", None), reader, writer)
 
         z = await asyncio.start_server(answer_late, LOOPBACK, 0)
-        a = await start_node("a", (LOOPBACK, 0), {"z": z.sockets[0].getsockname()[:2]}, heartbeat=None,
-                             actors={PROBE: Probe})
+        a = await start_node("a", (LOOPBACK, 0), {"z": z.sockets[0].getsockname()[:2]}, secret=SECRET,
+                             heartbeat=None, actors={PROBE: Probe})
         try:
             assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 3.0)
             await asyncio.sleep(0.3)

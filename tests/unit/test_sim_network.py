@@ -8,18 +8,18 @@ import pytest
 from commy.codec import DEFAULT_CODEC
 from commy.core.actor import Actor, Context, handles
 from commy.core.node import Node
-from commy.errors import LocalProtocolError
-from commy.framing import encode_frame
-from commy.link import PROTOCOL_VERSION
+from commy.errors import UNAUTHENTICATED, LocalProtocolError
+from commy.framing import FrameDecoder, encode_frame
 from commy.messages import (
     Address,
     Envelope,
+    Error,
     HeartbeatPing,
     HeartbeatTick,
     LinkDown,
-    LinkHello,
     LinkUp,
     Message,
+    MetadataExchangeAck,
     ServerStatus,
 )
 from sim.cluster import Fault, SimCluster
@@ -252,15 +252,27 @@ def test_a_spoofed_sender_closes_the_link_with_a_typed_reason() -> None:
     assert seqs(c, "b") == [2]
 
 
-def test_rogue_bytes_get_an_error_frame_and_valid_envelopes_get_through() -> None:
+def test_rogue_bytes_get_an_error_frame_and_authenticated_envelopes_get_through() -> None:
     c = cluster()
     answer = c.network.inject_raw("b", b"\x00\x00\x00\x03abc")
     assert answer.startswith(b"\x00\x00\x00") and b"not valid msgpack" in answer
     env = Envelope(9, None, Address("c", REC), Address("b", REC), 1.0, HeartbeatPing(7, 0.0, ServerStatus.HEALTHY))
-    answer_hello = encode_frame(DEFAULT_CODEC.encode_message(LinkHello("b", PROTOCOL_VERSION)))
-    assert c.network.inject_raw("b", encode_frame(DEFAULT_CODEC.encode(env)), hello_as="c") == answer_hello
+    (ack,) = FrameDecoder().feed(c.network.inject_raw("b", encode_frame(DEFAULT_CODEC.encode(env)), hello_as="c"))
+    assert type(DEFAULT_CODEC.decode_message(ack)) is MetadataExchangeAck  # the real handshake ran
     assert seqs(c, "b") == [7]
     assert b"not valid msgpack" in bytes(c.network.rogue_out)
+
+
+def test_a_rogue_without_the_secret_is_refused_and_delivers_nothing() -> None:
+    c = cluster()
+    env = Envelope(9, None, Address("c", REC), Address("b", REC), 1.0, HeartbeatPing(8, 0.0, ServerStatus.HEALTHY))
+    answer = c.network.inject_raw("b", encode_frame(DEFAULT_CODEC.encode(env)), hello_as="c", secret=b"wrong" * 8)
+    frames = FrameDecoder().feed(answer)
+    refusal = DEFAULT_CODEC.decode(frames[-1])
+    assert isinstance(refusal.body, Error) and refusal.body.code == UNAUTHENTICATED
+    assert c.network.inject_raw("b", encode_frame(DEFAULT_CODEC.encode(env))).find(b"unauthenticated") > 0
+    c.run_for(0.1)
+    assert seqs(c, "b") == []
 
 
 def test_encoding_bugs_surface_at_the_sender() -> None:

@@ -1,0 +1,319 @@
+"""The replicator's pull side: anti-entropy digests, sync, snapshot transfers and resurrection.
+
+Every `anti_entropy_interval` the replicator sends each live peer a `ServiceDigest`: every service
+this node holds, with its version vector. A peer that sees an origin ahead of its own (or lacks a
+service it is a replica of) asks for a sync; one sync per service is in flight at a time (until
+the answer, or `write_timeout`).
+
+A `SyncServiceRequest` carries the requester's vector; the answer holds every entry the requester
+lacks (`Resolver.needed`) and the responder's vector. The requester applies the entries by the
+conflict rule and then raises its vector to the pointwise maximum -- it now has everything the
+responder had. An answer too big for one message (`max_sync_bytes`) says `transfer` instead, and
+the requester fetches a snapshot in chunks (`commy.core.transfer`); the responder's vector is
+applied only with the snapshot's contents, never before.
+
+`EnsureService` (a client opened a service this node has no file for) asks every live peer known
+to hold it for everything, and answers `ServiceReady` once all answered or `ensure_timeout` passed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from commy.codec import DEFAULT_CODEC
+from commy.core.actor import Actor, handles
+from commy.core.hlc import HybridClock
+from commy.core.replica_state import (
+    REPLICATOR,
+    Key,
+    PendingEnsure,
+    ReplicationConfig,
+    Resolver,
+    ServiceState,
+    clocks_from,
+    clocks_to,
+    sync_floor,
+)
+from commy.core.store_api import ServiceHandle, ServiceStore
+from commy.core.transfer import MAX_CHUNK, IncomingTransfer, SnapshotCache, Step, make_chunks
+from commy.errors import RemoteProtocolError
+from commy.messages import (
+    Address,
+    ConcernTimeout,
+    EnsureService,
+    Envelope,
+    FileTransferChunk,
+    FileTransferRequest,
+    MemberInfo,
+    ReplicationTick,
+    ServiceClocks,
+    ServiceDigest,
+    ServiceReady,
+    SyncServiceRequest,
+    SyncServiceResponse,
+    TransferTimeout,
+    VariableChanged,
+    WriteRecord,
+)
+
+
+class ReplicaSync(Actor):
+    """Mixin of `Replicator` (see `commy.core.replication`): what pulls state from peers."""
+
+    store: ServiceStore
+    clock: HybridClock
+    me: MemberInfo
+    config: ReplicationConfig
+    resolver: Resolver
+    holdings: dict[str, set[Key]]
+    ensures: dict[Key, PendingEnsure]
+    ensure_refs: dict[int, Key]
+    snapshots: SnapshotCache
+    incoming: dict[str, IncomingTransfer]
+    stats: dict[str, int]
+
+    if TYPE_CHECKING:  # provided by Replicator
+        def live_members(self) -> list[str]: ...
+        def is_replica(self, key: Key, also: str = "") -> bool: ...
+        def held(self) -> list[Key]: ...
+        def state(self, key: Key) -> ServiceState: ...
+        def new_ref(self) -> int: ...
+        def apply(self, key: Key, handle: ServiceHandle, w: WriteRecord, context: dict[int, int],
+                  changes: list[VariableChanged]) -> None: ...
+        def announce(self, changes: list[VariableChanged]) -> None: ...
+
+    # ---- anti-entropy
+
+    @handles(ReplicationTick)
+    def _tick(self, msg: ReplicationTick, env: Envelope) -> None:
+        now = self.ctx.now()
+        self.snapshots.prune(now)
+        peers = self.live_members()
+        if peers:
+            digest = ServiceDigest(tuple(ServiceClocks(t, s, clocks_to(self.store.open(t, s).clocks()))
+                                         for t, s in self.held()))
+            for peer in peers:
+                self.ctx.send(Address(peer, REPLICATOR), digest)
+        self.ctx.set_timer(self.config.anti_entropy_interval, ReplicationTick())
+
+    @handles(ServiceDigest)
+    def _digest(self, msg: ServiceDigest, env: Envelope) -> None:
+        peer = env.sender.node
+        self.holdings[peer] = {(sc.tenant, sc.service) for sc in msg.services}
+        for sc in msg.services:
+            key = (sc.tenant, sc.service)
+            theirs = clocks_from(sc.clocks)
+            if theirs:  # later stamps here sort after theirs (a restart with a lost disk and a slow clock)
+                self.clock.observe(max(theirs.values()))
+            if self.store.exists(*key):
+                ours = self.store.open(*key).clocks()
+                if any(s > ours.get(o, 0) for o, s in theirs.items()):
+                    self.request_sync(key, peer, ours)
+            elif self.is_replica(key, also=peer):
+                self.request_sync(key, peer, {})
+
+    def request_sync(self, key: Key, peer: str, ours: dict[int, int]) -> None:
+        """Ask `peer` for what this node lacks of the service, unless a sync is in flight already."""
+        st = self.state(key)
+        now = self.ctx.now()
+        if st.sync_until > now or st.transfer is not None:
+            return
+        st.sync_until = now + self.config.write_timeout
+        self.stats["syncs"] += 1
+        self.ctx.send(Address(peer, REPLICATOR), SyncServiceRequest(key[0], key[1], clocks_to(ours)))
+
+    # ---- sync
+
+    @handles(SyncServiceRequest)
+    def _sync_request(self, msg: SyncServiceRequest, env: Envelope) -> None:
+        theirs = clocks_from(msg.clocks)
+        if not self.store.exists(msg.tenant, msg.service):
+            self.ctx.reply(env, SyncServiceResponse(msg.tenant, msg.service, (), (), False))
+            return
+        handle = self.store.open(msg.tenant, msg.service)
+        ours = handle.clocks()
+        floor = sync_floor(ours, theirs)
+        writers = self.state((msg.tenant, msg.service)).writers
+        needed = self.resolver.needed
+        entries = tuple(WriteRecord(e.name, e.value, e.stamp, 0, writers.get(e.name, ""))
+                        for e in handle.entries() if needed(e.stamp, theirs, floor))
+        big = sum(len(e.value) for e in entries) > self.config.max_sync_bytes
+        self.ctx.reply(env, SyncServiceResponse(msg.tenant, msg.service, () if big else entries, clocks_to(ours), big))
+
+    @handles(SyncServiceResponse)
+    def _sync_response(self, msg: SyncServiceResponse, env: Envelope) -> None:
+        peer = env.sender.node
+        key = (msg.tenant, msg.service)
+        st = self.state(key)
+        if msg.transfer:
+            if st.transfer is None:
+                self.start_transfer(key, peer)
+            else:  # the transfer under way brings the state: an ensure waits for that one instead
+                pending = self.ensures.get(key)
+                if pending is not None and peer in pending.waiting:
+                    pending.waiting.discard(peer)
+                    pending.waiting.add(self.incoming[st.transfer].peer)
+            return
+        st.sync_until = float("-inf")
+        self.apply_snapshot(msg, peer)
+
+    def apply_snapshot(self, msg: SyncServiceResponse, peer: str) -> None:
+        """Apply a sync answer (or a transferred snapshot): its entries, then its version vector."""
+        key = (msg.tenant, msg.service)
+        theirs = clocks_from(msg.clocks)
+        fetched = bool(msg.entries or theirs)
+        if fetched:
+            handle = self.store.open(*key, create=True)
+            changes: list[VariableChanged] = []
+            for w in msg.entries:
+                self.apply(key, handle, w, theirs, changes)
+            vv = handle.clocks()
+            st = self.state(key)
+            for origin in {*theirs, *st.stash}:
+                stamp = st.advance(vv, origin, theirs.get(origin, 0))
+                self.clock.observe(stamp)
+                handle.set_clock(origin, stamp)
+            self.announce(changes)
+        self.ensure_answered(key, peer, fetched)
+
+    # ---- snapshot transfer: the sending end
+
+    @handles(FileTransferRequest)
+    def _transfer_request(self, msg: FileTransferRequest, env: Envelope) -> None:
+        if not 0 < msg.chunk_size <= MAX_CHUNK or msg.from_chunk < 0:
+            raise RemoteProtocolError(f"bad transfer request: chunk size {msg.chunk_size}, from {msg.from_chunk}")
+        now = self.ctx.now()
+        data = self.snapshots.get(msg.transfer_id, now)
+        if data is None:
+            data = DEFAULT_CODEC.encode_message(self.snapshot(msg.tenant, msg.service))
+            self.snapshots.put(msg.transfer_id, data, now)
+        for chunk in make_chunks(msg.transfer_id, data, msg.chunk_size, msg.from_chunk):
+            self.ctx.reply(env, chunk)
+
+    def snapshot(self, tenant: str, service: str) -> SyncServiceResponse:
+        if not self.store.exists(tenant, service):
+            return SyncServiceResponse(tenant, service, (), (), False)
+        handle = self.store.open(tenant, service)
+        writers = self.state((tenant, service)).writers
+        entries = tuple(WriteRecord(e.name, e.value, e.stamp, 0, writers.get(e.name, "")) for e in handle.entries())
+        return SyncServiceResponse(tenant, service, entries, clocks_to(handle.clocks()), False)
+
+    # ---- snapshot transfer: the receiving end
+
+    def start_transfer(self, key: Key, peer: str) -> None:
+        tr = IncomingTransfer(self.ctx.new_id(), peer, key[0], key[1])
+        self.incoming[tr.transfer_id] = tr
+        self.state(key).transfer = tr.transfer_id
+        self._ask(tr, 0)
+
+    def _ask(self, tr: IncomingTransfer, from_chunk: int) -> None:
+        if tr.timer is not None:
+            self.ctx.cancel(tr.timer)
+        tr.timer = self.ctx.set_timer(self.config.transfer_timeout, TransferTimeout(tr.transfer_id))
+        self.ctx.send(Address(tr.peer, REPLICATOR),
+                      FileTransferRequest(tr.transfer_id, tr.tenant, tr.service, from_chunk, self.config.chunk_size))
+
+    def _retry(self, tr: IncomingTransfer, why: str) -> None:
+        tr.retries += 1
+        if tr.retries > self.config.transfer_retries:
+            self.ctx.log.warning("transfer_abandoned", peer=tr.peer, tenant=tr.tenant, service=tr.service, why=why)
+            self._end_transfer(tr)
+            self.ensure_answered((tr.tenant, tr.service), tr.peer, fetched=False)
+            return
+        self.stats["transfer_resumes"] += 1
+        self._ask(tr, tr.ask_from())
+
+    def _end_transfer(self, tr: IncomingTransfer) -> None:
+        del self.incoming[tr.transfer_id]
+        if tr.timer is not None:
+            self.ctx.cancel(tr.timer)
+        st = self.state((tr.tenant, tr.service))
+        st.transfer = None
+        st.sync_until = float("-inf")
+
+    @handles(FileTransferChunk)
+    def _chunk(self, msg: FileTransferChunk, env: Envelope) -> None:
+        tr = self.incoming.get(msg.transfer_id)
+        if tr is None or env.sender.node != tr.peer:
+            return  # late, duplicated, or not ours
+        step = tr.accept(msg)
+        if step is Step.PROGRESS:
+            tr.retries = 0
+            self._ask_later(tr)
+        elif step in (Step.BAD, Step.CORRUPT):
+            self.stats["bad_chunks"] += 1
+            self.ctx.log.warning("bad_chunk", peer=tr.peer, index=msg.index, whole=step is Step.CORRUPT)
+            if step is Step.CORRUPT:
+                tr.restart()
+            self._retry(tr, step.value)
+        elif step is Step.RESEND:
+            self._retry(tr, "lost chunk")
+        elif step is Step.COMPLETE:
+            self._complete(tr)
+
+    def _ask_later(self, tr: IncomingTransfer) -> None:
+        """Progress: the no-progress timer starts again."""
+        if tr.timer is not None:
+            self.ctx.cancel(tr.timer)
+        tr.timer = self.ctx.set_timer(self.config.transfer_timeout, TransferTimeout(tr.transfer_id))
+
+    def _complete(self, tr: IncomingTransfer) -> None:
+        self._end_transfer(tr)
+        try:
+            snap = DEFAULT_CODEC.decode_message(tr.data)
+        except RemoteProtocolError as exc:
+            snap, detail = None, exc.detail
+        else:
+            detail = f"a {type(snap).__name__}"
+        if not isinstance(snap, SyncServiceResponse) or (snap.tenant, snap.service) != (tr.tenant, tr.service) \
+                or snap.transfer:
+            self.ctx.log.warning("bad_snapshot", peer=tr.peer, detail=detail)
+            self.ensure_answered((tr.tenant, tr.service), tr.peer, fetched=False)
+            return
+        self.stats["transfers"] += 1
+        self.apply_snapshot(snap, tr.peer)
+
+    @handles(TransferTimeout)
+    def _transfer_timeout(self, msg: TransferTimeout, env: Envelope) -> None:
+        tr = self.incoming.get(msg.transfer_id)
+        if tr is not None:
+            tr.timer = None
+            self._retry(tr, "timeout")
+
+    # ---- resurrection
+
+    @handles(EnsureService)
+    def _ensure(self, msg: EnsureService, env: Envelope) -> None:
+        key = (msg.tenant, msg.service)
+        pending = self.ensures.get(key)
+        if pending is not None:
+            pending.requesters.append(env.sender)
+            return
+        holders = [n for n in self.live_members() if key in self.holdings.get(n, ())]
+        if not holders:
+            self.ctx.send(env.sender, ServiceReady(msg.tenant, msg.service, False))
+            return
+        ref = self.new_ref()
+        pending = self.ensures[key] = PendingEnsure(ref, set(holders), [env.sender])
+        self.ensure_refs[ref] = key
+        pending.timer = self.ctx.set_timer(self.config.ensure_timeout, ConcernTimeout(ref))
+        ours = clocks_to(self.store.open(*key).clocks()) if self.store.exists(*key) else ()
+        for node in holders:
+            self.ctx.send(Address(node, REPLICATOR), SyncServiceRequest(msg.tenant, msg.service, ours))
+
+    def ensure_answered(self, key: Key, peer: str, fetched: bool) -> None:
+        pending = self.ensures.get(key)
+        if pending is None or peer not in pending.waiting:
+            return
+        pending.waiting.discard(peer)
+        pending.fetched |= fetched
+        if not pending.waiting:
+            self.finish_ensure(key)
+
+    def finish_ensure(self, key: Key) -> None:
+        pending = self.ensures.pop(key)
+        del self.ensure_refs[pending.ref]
+        if pending.timer is not None:
+            self.ctx.cancel(pending.timer)
+        for requester in pending.requesters:
+            self.ctx.send(requester, ServiceReady(key[0], key[1], pending.fetched))
