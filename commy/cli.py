@@ -93,6 +93,18 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return run_node_cli(args)
 
 
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from commy.config import ConfigError, describe, load_cluster_config
+
+    try:
+        config = load_cluster_config(args.file)
+    except ConfigError as exc:
+        print(f"commy config check: {exc}", file=sys.stderr)
+        return 1
+    print(describe(config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commy",
@@ -135,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--secret-file", default=None, metavar="PATH",
                       help="file holding the cluster secret (else env COMMY_CLUSTER_SECRET; required)")
     node.set_defaults(func=_cmd_node)
+
+    config = sub.add_parser("config", help="cluster configuration files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a cluster configuration and summarise it")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_config_check)
 
     from commy.client.admin_cli import add_admin_parser
     from commy.runtime.serve import add_certs_parser, add_serve_parser

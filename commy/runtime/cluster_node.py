@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from commy.core.catalog_records import KdfParams
     from commy.core.hub_base import HubConfig
     from commy.core.node import LogSink
+    from commy.runtime.gateway import GatewayConfig
     from commy.runtime.server import RunningServer
 
 INCARNATION_FILE = "incarnation"
@@ -92,7 +93,7 @@ def spawn_members(node: Node, config: ClusterConfig, me: MemberInfo, store: Serv
 async def start_cluster_node(config: ClusterConfig, node_id: str, *, seed: int | None = None,
                              log_sink: LogSink | None = None, hub: HubConfig | None = None,
                              kdf: KdfParams | None = None, merge: Merge | None = None,
-                             strict: bool = False) -> RunningServer:
+                             gateway: GatewayConfig | None = None, strict: bool = False) -> RunningServer:
     """Start node `node_id` of `config` on the running loop."""
     from commy.runtime.server import server_ssl_context, start_server
 
@@ -100,9 +101,13 @@ async def start_cluster_node(config: ClusterConfig, node_id: str, *, seed: int |
     folder = Path(me.data)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     ssl = server_ssl_context(config.tls.cert, config.tls.key) if config.tls is not None else None
+    if hub is None:
+        from commy.core.hub_base import HubConfig
+
+        hub = HubConfig(heartbeat_timeout=config.timeouts.client_heartbeat)
     return await start_server(folder, me.listen, node_id=node_id, ssl=ssl, cluster=config,
                               incarnation=next_incarnation(folder), merge=merge, seed=seed, log_sink=log_sink,
-                              hub=hub, kdf=kdf, strict=strict)
+                              hub=hub, kdf=kdf, gateway=gateway, strict=strict)
 
 
 __all__ = ["hub_cluster", "next_incarnation", "replication_config", "spawn_members", "start_cluster_node",

@@ -26,13 +26,16 @@ import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from commy.core.hub_base import HubConfig
 from commy.runtime.gateway import GatewayConfig
 from commy.runtime.loop import run
 from commy.runtime.server import server_ssl_context, start_server
 from commy.runtime.standalone import json_log_sink, parse_address
+
+if TYPE_CHECKING:
+    from commy.config import ClusterConfig
 
 DEFAULT_DATA = "./commy-data"
 DEFAULT_LISTEN = "127.0.0.1:8765"
@@ -93,6 +96,9 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
                    help="keep rotated service files as honeypots that log an alert when touched")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="seed the node's random stream (default: random)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="cluster configuration (TOML); the node's addresses, data folder and TLS come from it")
+    p.add_argument("--node", default=None, metavar="ID", help="which node of --config this process runs")
     p.set_defaults(func=run_serve_cli)
     return p
 
@@ -121,15 +127,39 @@ def run_serve_cli(args: argparse.Namespace) -> int:
         data = Path(args.data)
         if data.exists() and not data.is_dir():
             raise ValueError(f"--data: not a folder: {data}")
+        cluster = _cluster(args)
     except ValueError as exc:
         print(f"commy serve: error: {exc}", file=sys.stderr)
         return 2
-    return run(serve(data, args.listen, tls=tls, gateway=gateway, hub=hub, honeypot=args.honeypot, seed=args.seed,
-                     out=sys.stdout))
+    if cluster is not None:
+        node = cluster.node(args.node)
+        data, listen = node.data, node.listen
+    else:
+        listen = args.listen
+    return run(serve(data, listen, tls=tls, gateway=gateway, hub=hub, honeypot=args.honeypot, seed=args.seed,
+                     out=sys.stdout, cluster=cluster, node_id=args.node))
+
+
+def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
+    """The cluster configuration `--config` names (with `--node`), checked; None without it."""
+    if args.config is None:
+        if args.node is not None:
+            raise ValueError("--node needs --config")
+        return None
+    if args.node is None:
+        raise ValueError("--config needs --node ID: which of its nodes this process runs")
+    if args.cert is not None:
+        raise ValueError("--cert/--key: with --config, TLS comes from the configuration's [tls] table")
+    from commy.config import load_cluster_config
+
+    config = load_cluster_config(args.config)  # a ConfigError is a ValueError naming the file and key
+    config.node(args.node)
+    return config
 
 
 async def serve(data: Path, listen: tuple[str, int], *, tls: ssl.SSLContext | None, gateway: GatewayConfig,
-                hub: HubConfig | None = None, honeypot: bool = False, seed: int | None, out: TextIO) -> int:
+                hub: HubConfig | None = None, honeypot: bool = False, seed: int | None, out: TextIO,
+                cluster: ClusterConfig | None = None, node_id: str | None = None) -> int:
     """Run until SIGINT or SIGTERM; returns the exit code."""
     sink = json_log_sink(out)
     stop = asyncio.Event()
@@ -137,8 +167,13 @@ async def serve(data: Path, listen: tuple[str, int], *, tls: ssl.SSLContext | No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        srv = await start_server(data, listen, ssl=tls, gateway=gateway, hub=hub, honeypot=honeypot, seed=seed,
-                                 log_sink=sink)
+        if cluster is not None and node_id is not None:
+            from commy.runtime.cluster_node import start_cluster_node
+
+            srv = await start_cluster_node(cluster, node_id, hub=hub, seed=seed, log_sink=sink, gateway=gateway)
+        else:
+            srv = await start_server(data, listen, ssl=tls, gateway=gateway, hub=hub, honeypot=honeypot, seed=seed,
+                                     log_sink=sink)
     except OSError as exc:
         print(f"commy serve: cannot start on {listen[0]}:{listen[1]} with data in {data}: {exc}", file=sys.stderr)
         return 1
