@@ -5,7 +5,10 @@ the medians and their ratio, so a slow or busy machine moves both sides together
 (encode + strict decode of an envelope) against `msgpack.packb/unpackb` of an equivalent flat dict;
 the TCP peer transport (actor to actor across two nodes on loopback) against a bare asyncio
 length-prefixed sender/receiver; and the simulator's delivered messages per second with the codec
-in flight, which has no ceiling, only an absolute target. Benchmarks are never timed tests.
+in flight, which has no ceiling, only an absolute target. The cluster rows run three real server
+processes on loopback (`cluster-lag`, `cluster-kill`: `commy.runtime.clusterbench` and
+`killbench`) or the simulated cluster with clients (`cluster-sim`), and explain their figures in
+a note printed under the table. Benchmarks are never timed tests.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Row:
     ratio: float | None
     target: str
     met: bool
+    note: str = ""  # how the row was measured, printed under the table
 
 
 def _median_rates(fns: list[Callable[[], float]], repeats: int) -> list[float]:
@@ -130,6 +134,40 @@ def bench_simulator(repeats: int, n: int) -> list[Row]:
     ]
 
 
+def bench_cluster_lag(runs: int, seconds: float) -> list[Row]:
+    from commy.runtime.clusterbench import lag_row
+
+    return [lag_row(runs, seconds)]
+
+
+def bench_cluster_kill(runs: int) -> list[Row]:
+    from commy.runtime.clusterbench import kill_rows
+
+    return kill_rows(runs)
+
+
+def bench_cluster_sim(runs: int, nodes: int = 5, sim_seconds: float = 60.0, target: float = 2.0) -> list[Row]:
+    """Real seconds to run the `cluster-load` scenario (full nodes, clients writing with concern
+    replicated, the checkers) for `sim_seconds`, one seed per run."""
+    from sim.scenarios import run_scenario
+
+    times, acked, delivered, violations = [], [], [], 0
+    for seed in range(1, runs + 1):
+        t = time.perf_counter()
+        result = run_scenario("cluster-load", seed=seed, nodes=nodes, duration=sim_seconds)
+        times.append(time.perf_counter() - t)
+        acked.append(len(result.metrics.get("write_latency", [])))
+        delivered.append(result.delivered)
+        violations += len(result.violations)
+    secs = statistics.median(times)
+    note = (f"`commy sim run cluster-load` ({nodes} full nodes, clients writing with concern replicated), "
+            f"checkers included; median {statistics.median(acked):,.0f} acknowledged writes and "
+            f"{statistics.median(delivered):,.0f} peer messages per run; {violations} violations; "
+            f"median of {runs} seed{'s' if runs > 1 else ''}")
+    return [Row(f"simulated {nodes} nodes x {sim_seconds:g} simulated s with clients", secs, "s", None, None,
+                f"<= {target:g} s", secs <= target and violations == 0, note)]
+
+
 def _fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "-"
@@ -157,6 +195,9 @@ def main(quick: bool = False, json_path: str | None = None, only: list[str] | No
         ("simulator", lambda: bench_simulator(repeats, 50_000 if quick else 200_000)),
         ("local", lambda: bench_local(repeats, 50_000 if quick else 200_000, 0.5 if quick else 1.0)),
         ("websocket", lambda: bench_websocket(repeats, 5_000 if quick else 20_000, 1000)),
+        ("cluster-lag", lambda: bench_cluster_lag(repeats, 1.0 if quick else 2.0)),
+        ("cluster-kill", lambda: bench_cluster_kill(max(1, repeats // 2))),
+        ("cluster-sim", lambda: bench_cluster_sim(max(1, repeats // 2))),
     ]
     rows: list[Row] = []
     for key, run in plan:
@@ -164,6 +205,9 @@ def main(quick: bool = False, json_path: str | None = None, only: list[str] | No
             continue
         rows += run()
     print(render(rows))
+    for r in rows:
+        if r.note:
+            print(f"- {r.name}: {r.note}")
     print(f"\n(median of {repeats} interleaved runs; `commy bench{' --quick' if quick else ''}`)")
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:

@@ -105,6 +105,12 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from commy.demo import run_demo_cli
+
+    return run_demo_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="commy",
@@ -153,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a cluster configuration and summarise it")
     check.add_argument("file")
     check.set_defaults(func=_cmd_config_check)
+
+    demo = sub.add_parser("demo", help="a local 3-node cluster: kill one node, watch the failover")
+    demo.add_argument("--nodes", type=int, default=3, help="how many nodes (3 to 9; default 3)")
+    demo.add_argument("--dir", default=None, help="folder for config, secret, data and logs (new or empty; kept)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary folder at the end")
+    demo.set_defaults(func=_cmd_demo)
 
     from commy.client.admin_cli import add_admin_parser
     from commy.runtime.serve import add_certs_parser, add_serve_parser

@@ -6,12 +6,18 @@ name)` returns a `Service` handle (`commy.client.local`): reads and writes go to
 when the service is mapped and over the WebSocket otherwise. Subscriptions (`Subscription`,
 in `commy.client.types`) receive the `VariableChanged` events routed here by (tenant, service).
 
-Reconnection (`Connection.on_restore`): every tenant is authenticated again with its token (or,
-if that is refused, with the credential first given), every subscription is renewed and compared
-with the state the server sends back (`SubscriptionAck.current`): each variable whose version
-moved while the client was away arrives as a `VariableChanged`, so an iterator simply goes on.
-Mapped services are asked for again and follow a new path or writer slot. A tenant that cannot be
-re-authenticated ends like a revocation: its subscriptions raise `PermissionRevokedError`.
+Reconnection (`Connection.on_restore`, after a drop or a `ClientMigration`, on the same server or
+the next of the URLs given): each session is resumed first -- `Resume(session id, its token, what
+its subscriptions last delivered of each variable: version and stamp)` -- and the server, any node
+of the cluster, reopens it under the same id with its subscriptions and answers with every
+followed variable that changed since, in stamp order; each is delivered if newer than what the
+subscription already delivered, then the events held meanwhile, so an iterator simply goes on and
+never sees a change twice or out of stamp order. If the server refuses (an older server, a token
+revoked meanwhile, a tenant no longer readable), the tenant is authenticated again with its token
+(or, if that is refused, with the credential first given) and every subscription renewed and
+compared with the state the server sends back (`SubscriptionAck.current`). Mapped services are
+asked for again and follow a new path or writer slot. A tenant that cannot be re-authenticated
+ends like a revocation: its subscriptions raise `PermissionRevokedError`.
 
 Events: `PermissionRevoked` ends the tenant's session, closes its mappings and ends its
 subscriptions with `PermissionRevokedError`; `FileMigration` remaps and acknowledges;
@@ -31,6 +37,7 @@ from typing import Any, TypeVar
 
 from commy.client.connection import Connection
 from commy.client.local import LocalState, Service
+from commy.client.resume import resume
 from commy.client.types import (
     CommyClientError,
     ConnectionLostError,
@@ -160,6 +167,11 @@ class AsyncClient:
 
     def session(self, tenant: str) -> Session | None:
         return self._sessions.get(tenant)
+
+    @property
+    def _server(self) -> str:
+        """The server the connection is on now: versions are only comparable within one server."""
+        return self._conn.url or ""
 
     async def close(self) -> None:
         """Close the connection and end every subscription and mapping (idempotent)."""
@@ -398,8 +410,16 @@ class AsyncClient:
             state.close(exc)
 
     async def _restore(self) -> None:
+        """After a reconnect: resume each session (else log in again and resubscribe), then remap."""
         request = self._conn.request
         for tenant, session in list(self._sessions.items()):
+            if self._sessions.get(tenant) is not session:
+                continue  # ended (or replaced) while an earlier tenant was being restored
+            subs = [x for (t, _), group in list(self._subs.items()) if t == tenant for x in group if x.active]
+            for sub in subs:
+                sub._hold()
+            if await resume(self, tenant, session, subs):
+                continue
             try:
                 await self._reauthenticate(tenant, session)
             except (ConnectionLostError, RequestTimeoutError):
@@ -407,23 +427,30 @@ class AsyncClient:
             except CommyClientError as exc:
                 self._end_tenant(tenant, PermissionRevokedError(
                     detail=f"could not authenticate again after reconnecting: {exc}", tenant=tenant))
-        for (t, s), subs in list(self._subs.items()):
-            for sub in [x for x in subs if x.active]:
-                sub._hold()
-                try:
-                    ack = await request(Subscribe(t, s, sub.names), restoring=True)
-                except (ConnectionLostError, RequestTimeoutError):
-                    raise
-                except CommyClientError as exc:
-                    sub._end(exc)
-                    continue
-                if isinstance(ack, SubscriptionAck):
-                    sub._catch_up(ack.current)
+                continue
+            await self._resubscribe(subs)
+        await self._resubscribe([x for (t, _), group in list(self._subs.items()) if t not in self._sessions
+                                 for x in group if x.active])
         for (t, _), state in list(self._local.items()):
             current = self._sessions.get(t)
             if current is not None:
                 await state.restore(lambda m: request(m, restoring=True), current.client_id,
                                     current.allows("variable_write"))
+
+    async def _resubscribe(self, subs: list[Subscription]) -> None:
+        for sub in subs:
+            if sub.ended:
+                continue
+            sub._hold()
+            try:
+                ack = await self._conn.request(Subscribe(sub.tenant, sub.service, sub.names), restoring=True)
+            except (ConnectionLostError, RequestTimeoutError):
+                raise
+            except CommyClientError as exc:
+                sub._end(exc)
+                continue
+            if isinstance(ack, SubscriptionAck):
+                sub._catch_up(ack.current)
 
     async def _reauthenticate(self, tenant: str, session: Session) -> None:
         try:

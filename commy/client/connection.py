@@ -13,10 +13,10 @@ Drops: every request in flight fails with `ConnectionLostError` at once -- the s
 not have applied it -- except requests marked idempotent (reads), which are sent again once the
 connection is back, within their deadline. With `reconnect=True` a task redials the URLs in order,
 rounds spaced by capped, jittered exponential backoff (`commy.runtime.backoff`), and after each
-successful dial awaits `on_restore` (the client re-authenticates, resubscribes and remaps there,
-with `request(..., restoring=True)`); only then do other requests flow again -- requests made
-meanwhile wait for it (up to their timeout) instead of failing. Without reconnection, a drop is
-final: `on_lost` is called and every later request fails.
+successful dial awaits `on_restore` (the client resumes its sessions -- or logs in again and
+resubscribes -- and remaps there, with `request(..., restoring=True)`); only then do other
+requests flow again -- requests made meanwhile wait for it (up to their timeout) instead of
+failing. Without reconnection, a drop is final: `on_lost` is called and every later request fails.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ class or switch on `.code`. Failures of the SDK's own making have codes of their
 have been applied), `timeout` (no reply in time), `revoked` (the session ended: PermissionRevoked),
 `not_local` (a local-only operation on a service that is not mapped).
 
-A `Subscription` is fed by the client's event routing (`_offer`) and by catch-ups after
-(re)subscribing (`_catch_up`: every variable whose version moved past the last one delivered);
-while a (re)subscription is in flight, events are held and replayed after the catch-up, and a
-per-variable version check drops duplicates and anything older than what was already delivered.
+A `Subscription` is fed by the client's event routing (`_offer`), by catch-ups after
+(re)subscribing (`_catch_up`: every variable that moved past the last one delivered) and by what a
+`Resume` says was missed (`_release`); while a (re)subscription or a resume is in flight, events
+are held and replayed after it. A per-variable check drops duplicates and anything older than
+what was already delivered: by stamp (cluster-wide order), the per-server version breaking ties.
 It is an async iterator (ending, or raising the error that ended it: `PermissionRevokedError`,
 `ConnectionLostError`), or feeds a callback (`pump`), or a thread-safe `sink` (the sync client).
 
@@ -348,7 +349,7 @@ class Subscription:
         self.ended = False
         self.error: CommyClientError | None = None
         self._filter = frozenset(names) if names else None
-        self._last: dict[str, int] = {}
+        self._last: dict[str, tuple[int, int, str]] = {}  # name -> (version, stamp, server) delivered
         self._held: list[VariableChanged] | None = None
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         self._sink: Callable[[Item], None] = sink or self._queue.put_nowait
@@ -426,36 +427,64 @@ class Subscription:
 
     # ---- fed by the client
 
+    def covers(self, name: str) -> bool:
+        return self._filter is None or name in self._filter
+
+    def seen(self) -> dict[str, tuple[int, int]]:
+        """The (version, stamp) of the last change delivered, per variable (what a `Resume` reports)."""
+        return {name: (version, stamp) for name, (version, stamp, _) in self._last.items()}
+
     def _hold(self) -> None:
         self._held = []
 
     def _offer(self, change: VariableChanged) -> None:
-        f = self._filter
-        if self.ended or (f is not None and change.name not in f):
+        if self.ended or (self._filter is not None and change.name not in self._filter):
             return
         held = self._held
         if held is not None:
             held.append(change)
-        elif change.version > self._last.get(change.name, 0):
-            self._last[change.name] = change.version
-            self._sink(change)
+        else:
+            self._deliver(change)
+
+    def _deliver(self, change: VariableChanged) -> None:
+        """Hand `change` on if it is newer than what was delivered of its variable: stamps order
+        changes cluster-wide; versions count per server, so they only break a tie between two
+        stamps from the same server (a merged value keeps the newer stamp) or order unstamped ones."""
+        name, server = change.name, self.client._server
+        last = self._last.get(name)
+        if last is not None:
+            version, stamp, where = last
+            if change.stamp and stamp:
+                if change.stamp < stamp or (change.stamp == stamp and (where != server or change.version <= version)):
+                    return
+            elif change.version <= version and (where == server or not change.stamp):
+                return
+        self._last[name] = (change.version, change.stamp, server)
+        self._sink(change)
 
     def _catch_up(self, current: tuple[VariableValue, ...], first: bool = False) -> None:
+        """After a (re)subscription: `current` is the server's state; then what was held."""
+        changes = [VariableChanged(self.tenant, self.service, v.name, v.value, v.version, v.changed_by, v.stamp)
+                   for v in current if self.covers(v.name)]
+        if first and not self.initial and not self.ended:
+            server = self.client._server
+            for c in changes:  # the state it starts from is not a change
+                self._last[c.name] = (c.version, c.stamp, server)
+            changes = []
+        self._release(changes)
+
+    def _release(self, changes: list[VariableChanged]) -> None:
+        """Deliver `changes` (a catch-up, or what a `Resume` says was missed: in stamp order), then
+        the events held meanwhile; each only if newer than what was delivered."""
         held, self._held = self._held or [], None
         if self.ended:
             return
-        f, last = self._filter, self._last
-        for v in current:
-            if f is not None and v.name not in f:
-                continue
-            if first and not self.initial:
-                last[v.name] = v.version
-            elif v.version > last.get(v.name, 0):
-                last[v.name] = v.version
-                self._sink(VariableChanged(self.tenant, self.service, v.name, v.value, v.version, v.changed_by))
+        for change in changes:
+            if self.covers(change.name):
+                self._deliver(change)
         self.active = True
         for change in held:
-            self._offer(change)
+            self._deliver(change)
 
     def _end(self, error: CommyClientError | None) -> None:
         if self.ended:

@@ -7,17 +7,36 @@ the runtime's hook actor and the connection's later requests wait (in order) for
 Failures count per key and per source address and lock them out for a while (`rate_limited`).
 A session's token id starts with the id of the key that opened it, so revoking a key can end
 its sessions and refuse its tokens without keeping a table of tokens.
+
+`Resume(session_id, token, last_seen)` brings a client back -- after a drop, on this node or any
+other of a cluster -- without a new login: the token is checked like a login's, the session's
+record is fetched from the node's session sync (`commy.core.session_sync`; the connection waits,
+parked, meanwhile), and every tenant, subscription and missed change the client's `last_seen`
+and the record name is restored under the same session id, as far as the catalog still allows
+(`commy.core.resume_plan` says how the two are merged).
 """
 
 from __future__ import annotations
 
+from commy.core.actor import handles
 from commy.core.auth import TokenClaims
 from commy.core.catalog_records import check_client_id, parse_key
 from commy.core.failover import FAILOVER
 from commy.core.hub_base import HubBase
 from commy.core.permissions import Permission, parse_scopes, scope_names
+from commy.core.resume_plan import Follow, ResumeRequest, in_stamp_order, missed_in
+from commy.core.session_sync import session_sync_of, sessions_changed
 from commy.core.sessions import ClientConn, Session, SessionState
-from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RATE_LIMITED, UNAUTHENTICATED, RemoteProtocolError
+from commy.errors import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    INTERNAL,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TOO_LARGE,
+    UNAUTHENTICATED,
+    RemoteProtocolError,
+)
 from commy.messages import (
     Address,
     Authenticate,
@@ -26,6 +45,7 @@ from commy.messages import (
     DelegatedAuthRequest,
     DelegatedAuthResult,
     Envelope,
+    FindSession,
     Heartbeat,
     HeartbeatAck,
     Logout,
@@ -35,13 +55,15 @@ from commy.messages import (
     RefreshToken,
     Resume,
     ResumeResponse,
+    SessionFound,
+    SessionRecord,
     TokenRefreshResponse,
     VariableChanged,
-    VariableVersion,
 )
 from commy.messages.client import SERVER
 
 FAILED = "authentication failed: unknown tenant or bad credentials"
+FIND_TIMEOUT = 1.0  # a session sync answers at once; without one (a misconfigured node) resume anyway
 
 
 def namespaced(tenant: str, client_id: str) -> str:
@@ -126,6 +148,7 @@ class AuthOps(HubBase):
         self.ctx.log.info("session_opened", conn=conn.conn_id, tenant=tenant, client=client_id)
         self.ctx.reply(env, AuthenticationResponse(tenant, session.session_id, client_id, token, expires_at,
                                                    scope_names(perms)))
+        sessions_changed(self, conn)
 
     def _check_lockout(self, conn: ClientConn, key_id: str | None) -> None:
         now = self.ctx.now()
@@ -184,12 +207,15 @@ class AuthOps(HubBase):
         self.catalog.revoke_token(session.token_id, session.expires_at, self.ctx.now())
         self.catalog_changed()
         self.end_session(conn, msg.tenant, SessionState.CLOSED, notify=None)
+        ended = {session.session_id}
         for other in list(self.conns.values()):  # the token may have opened sessions elsewhere too
             for tenant, s in list(other.sessions.items()):
                 if s.token_id == session.token_id:
+                    ended.add(s.session_id)
                     self.end_session(other, tenant, SessionState.CLOSED, notify="logged out")
         self.ctx.log.info("logout", conn=conn.conn_id, tenant=msg.tenant, client=session.client_id)
         self.ctx.reply(env, LogoutResponse(msg.tenant))
+        sessions_changed(self, conn, ended=sorted(ended))
 
     def refresh_token(self, conn: ClientConn, msg: RefreshToken, env: Envelope) -> None:
         claims = self.verify_token(msg.token)
@@ -203,6 +229,7 @@ class AuthOps(HubBase):
             if session.token_id == claims.token_id:
                 session.token_id, session.expires_at = token_id, now + self.config.token_ttl
         self.ctx.reply(env, TokenRefreshResponse(token, now + self.config.token_ttl))
+        sessions_changed(self, conn)
 
     def check_permission(self, conn: ClientConn, msg: CheckPermission, env: Envelope) -> None:
         session = self.session_for(conn, msg.tenant)
@@ -213,46 +240,132 @@ class AuthOps(HubBase):
     def heartbeat(self, conn: ClientConn, msg: Heartbeat, env: Envelope) -> None:
         self.ctx.reply(env, HeartbeatAck(msg.sent_at, self.ctx.now()))
 
+    # ---- Resume (a client back after a drop, or moved here: see `commy.core.resume_plan`)
+
     def resume(self, conn: ClientConn, msg: Resume, env: Envelope) -> None:
-        """Reopen sessions with a token on every tenant the client saw, and send what it missed."""
-        claims = self.verify_token(msg.token)
-        tenants = sorted({sv.tenant for sv in msg.last_seen})
-        if len(tenants) > self.config.max_sessions:
-            raise RemoteProtocolError(f"at most {self.config.max_sessions} tenants per resume", BAD_REQUEST)
-        self.check_count("services", msg.last_seen)
-        missed: list[VariableChanged] = []
-        for sv in msg.last_seen:
-            perms = self.permissions_of(claims.client_id, sv.tenant)
-            if Permission.VARIABLE_READ not in perms:
-                raise RemoteProtocolError(f"client {claims.client_id!r} cannot read tenant {sv.tenant!r}", FORBIDDEN)
-            if not self.store.exists(sv.tenant, sv.service):
-                raise RemoteProtocolError(f"service {sv.tenant}/{sv.service} not found", NOT_FOUND)
-            seen = {v.name: v for v in sv.versions}
-            for entry in self.store.open(sv.tenant, sv.service).entries():
-                if _missed(entry.version, entry.stamp, seen.get(entry.name)):
-                    writer = self.last_writer.get((sv.tenant, sv.service, entry.name), "")
-                    missed.append(VariableChanged(sv.tenant, sv.service, entry.name, entry.value, entry.version,
-                                                  writer, entry.stamp))
-        for tenant in tenants:
-            perms = self.permissions_of(claims.client_id, tenant)
-            session = Session(tenant, msg.session_id or self.ctx.new_id(), claims.client_id,
-                              claims.token_id.split("-", 1)[0], claims.token_id, claims.expires_at, perms, self.epoch)
+        """Check the token and the request, then (in a cluster with a session sync) ask it for the
+        session's record; `finish_resume` restores what the two say."""
+        self.verify_token(msg.token)
+        ResumeRequest.read(msg, self.config.max_names)
+        sync = session_sync_of(self)
+        if sync is None or not msg.session_id:
+            self.finish_resume(conn, env, None)
+            return
+        ref = self.ctx.new_id()
+        self.pending_auth[ref] = (conn.conn_id, env)
+        self.park(conn)  # later requests wait: they may act on the sessions this restores
+        self.ctx.send(Address(self.ctx.address.node, sync), FindSession(ref, msg.session_id))
+        self.ctx.set_timer(FIND_TIMEOUT, SessionFound(ref, (), False))  # no session sync: go on without
+
+    @handles(SessionFound)
+    def _session_found(self, msg: SessionFound, env: Envelope) -> None:
+        pending = self.pending_auth.pop(msg.ref, None)
+        if pending is None:
+            return  # answered already (the timer after the answer), or the client left
+        conn = self.conns.get(pending[0])
+        if conn is None:
+            return
+        request = pending[1]
+        try:
+            self.finish_resume(conn, request, msg)
+        except RemoteProtocolError as exc:
+            self.refuse(conn, request, exc.code, exc.detail)
+        except Exception:  # our bug: still answer, and let the requests behind it through
+            self.refuse(conn, request, INTERNAL, "internal error handling Resume")
+            raise
+        finally:
+            self.unpark(conn)
+
+    def finish_resume(self, conn: ClientConn, env: Envelope, found: SessionFound | None) -> None:
+        """Reopen the session on every tenant the client names (each must still be readable) and
+        those its record names (kept if still allowed), restore the subscriptions both name, and
+        reply with every change of them newer than what the client saw, in stamp order."""
+        msg: Resume = env.body  # type: ignore[assignment]
+        claims = self.verify_token(msg.token)  # again: it may have been revoked while we looked
+        client = claims.client_id
+        request = ResumeRequest.read(msg, self.config.max_names)
+        record = found.records[0] if found is not None and found.records else None
+        if found is not None and found.ended:
+            raise RemoteProtocolError("the session ended (logged out): authenticate again", UNAUTHENTICATED)
+        if record is not None and record.client_id != client:
+            raise RemoteProtocolError(f"session {msg.session_id[:64]!r} is not client {client!r}'s", FORBIDDEN)
+        perms = self._resume_tenants(conn, client, request, record)
+        follow = self._resume_follow(conn, client, request, record, perms)
+        missed = self._missed(follow, request)  # the last check: nothing has changed before it
+        sid = msg.session_id or self.ctx.new_id()
+        key_id = claims.token_id.split("-", 1)[0]
+        for tenant, held in sorted(perms.items()):
+            old = conn.sessions.get(tenant)
+            if old is not None and old.client_id != client:
+                self.end_session(conn, tenant, SessionState.CLOSED, notify=None)  # another identity: start clean
+            session = Session(tenant, sid, client, key_id, claims.token_id, claims.expires_at, held, self.epoch)
             session.move(SessionState.ACTIVE)
             conn.sessions[tenant] = session
-        self.ctx.reply(env, ResumeResponse(msg.session_id, tuple(tenants), tuple(missed)))
-        if self.cluster is not None:  # a client failing over (or moving) to this node: for the record
+        subscriptions = follow.subscriptions()
+        for tenant, service, names in subscriptions:
+            self.subs.add(conn.conn_id, tenant, service, names)
+        tenants = tuple(sorted(perms))
+        source = record.node if record is not None else ""
+        self.ctx.log.info("session_resumed", conn=conn.conn_id, client=client, tenants=list(tenants),
+                          subscriptions=len(subscriptions), missed=len(missed), source=source)
+        self.ctx.reply(env, ResumeResponse(sid, tenants, missed))
+        sessions_changed(self, conn)
+        if self.cluster is not None and tenants:  # a client failing over (or moving) to this node: for the record
             self.ctx.send(Address(self.ctx.address.node, FAILOVER), MigrationRecorded(
-                msg.session_id, claims.client_id, "", self.ctx.address.node, "resume", "resumed", self.ctx.now()))
+                sid, client, source, self.ctx.address.node, "resume", "resumed", self.ctx.now()))
 
+    def _resume_tenants(self, conn: ClientConn, client: str, request: ResumeRequest,
+                        record: SessionRecord | None) -> dict[str, frozenset[Permission]]:
+        """The tenants to reopen and the permissions the catalog gives `client` there now."""
+        perms: dict[str, frozenset[Permission]] = {}
+        for tenant in request.tenants:
+            perms[tenant] = self.permissions_of(client, tenant)
+            if Permission.VARIABLE_READ not in perms[tenant]:
+                raise RemoteProtocolError(f"client {client!r} cannot read tenant {tenant!r}", FORBIDDEN)
+        for tenant in record.tenants if record is not None else ():
+            if tenant not in perms and (tenant == SERVER or self.catalog.has_tenant(tenant)):
+                allowed = self.permissions_of(client, tenant)
+                if allowed:  # what it may no longer do is simply not restored
+                    perms[tenant] = allowed
+        if len(set(conn.sessions) | set(perms)) > self.config.max_sessions:
+            raise RemoteProtocolError(f"at most {self.config.max_sessions} sessions per connection", BAD_REQUEST)
+        return perms
 
-def _missed(version: int, stamp: int, seen: VariableVersion | None) -> bool:
-    """Did a resuming client miss this value? Stamps order writes cluster-wide, so they decide when
-    the client reports one (it may come from another server, whose versions count differently)."""
-    if seen is None:
-        return True
-    if seen.stamp and stamp:
-        return stamp > seen.stamp
-    return version > seen.version
+    def _resume_follow(self, conn: ClientConn, client: str, request: ResumeRequest, record: SessionRecord | None,
+                       perms: dict[str, frozenset[Permission]]) -> Follow:
+        """What to subscribe and compare: what the client names (all of it allowed, or refused) and
+        what its record names (where still allowed and held here)."""
+        follow = request.follow
+        for (tenant, service), names in follow.names.items():
+            if names and Permission.SUBSCRIBE not in perms[tenant]:
+                raise RemoteProtocolError(f"client {client!r} may not subscribe on tenant {tenant!r}", FORBIDDEN)
+            if not (self.catalog.has_service(tenant, service) and self.store.exists(tenant, service)):
+                raise RemoteProtocolError(f"service {tenant}/{service} not found", NOT_FOUND)
+
+        def restorable(tenant: str, service: str) -> bool:
+            held = perms.get(tenant, frozenset())
+            return (Permission.SUBSCRIBE in held and Permission.VARIABLE_READ in held
+                    and self.catalog.has_service(tenant, service) and self.store.exists(tenant, service))
+        if record is not None:
+            follow.merge_record(record.subscriptions, restorable)
+        if self.subs.names_of(conn.conn_id) + follow.count() > self.config.max_subscribed:
+            raise RemoteProtocolError(f"at most {self.config.max_subscribed} subscribed names per connection",
+                                      RATE_LIMITED)
+        return follow
+
+    def _missed(self, follow: Follow, request: ResumeRequest) -> tuple[VariableChanged, ...]:
+        missed: list[VariableChanged] = []
+        size, limit = 0, self.config.max_reply_bytes
+        for (tenant, service), names in sorted(follow.names.items()):
+            seen = request.seen.get((tenant, service), {})
+            entries = self.store.open(tenant, service).entries()
+            found = missed_in(tenant, service, entries, names, seen, self.last_writer)
+            size += sum(len(c.value) for c in found)
+            if size > limit:
+                raise RemoteProtocolError(f"the changes missed exceed {limit} bytes: authenticate and subscribe "
+                                          "again", TOO_LARGE)
+            missed += found
+        return in_stamp_order(missed)
 
 
 def _source(conn: ClientConn) -> str:

@@ -12,10 +12,12 @@ never exists anywhere: `quorum` needs a majority of the configured nodes (this o
 The replicator hands back writes that other nodes made and that won here (`RemoteWrites`): the hub
 announces them to its subscribers like its own. A peer's catalog arrives as `MergeCatalog`; after
 the merge every open session is checked against it again (`reconcile`), so a revocation, a logout
-or a deleted tenant made on another node ends sessions here too. A request naming a service the
-catalog has but this node holds no file for waits (its connection parked, like behind a delegated
-login) until the replicator fetched the newest state from a holder (`EnsureService` /
-`ServiceReady`): resurrection.
+or a deleted tenant made on another node ends sessions here too -- and, as a revocation made here
+does, files whose path a client that lost access was told (even one gone since) are rotated. A
+request naming a service the catalog has but this node holds no file for waits (its connection
+parked, like behind a delegated login) until the replicator fetched the newest state from a holder
+(`EnsureService` / `ServiceReady`): resurrection. Only a request that could be served is worth a
+fetch: one on a tenant its connection holds a session on, or a Resume with a valid token.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from __future__ import annotations
 from commy.core.actor import handles
 from commy.core.admin_ops import AdminOps
 from commy.core.auth_ops import DELEGATED_KEY
-from commy.core.catalog_records import Record, ServiceRecord, TenantRecord
+from commy.core.catalog_records import ApiKeyRecord, Record, ServiceRecord, TenantRecord
+from commy.core.permissions import Permission
 from commy.core.sessions import ClientConn, SessionState
-from commy.errors import RemoteProtocolError
+from commy.errors import UNAVAILABLE, RemoteProtocolError
 from commy.messages import (
     Address,
     EnsureService,
     Envelope,
+    Error,
     MemberLeft,
     MergeCatalog,
     Message,
@@ -46,7 +50,6 @@ LIVE_STATES = frozenset({"healthy", "suspected"})
 class ClusterOps(AdminOps):
     """Mixin of `ClientHub`: everything the hub does differently when it is one node of several."""
 
-
     # ---- membership, as the hub needs it
 
     @handles(PeerStateChanged)
@@ -59,6 +62,16 @@ class ClusterOps(AdminOps):
     @handles(MemberLeft)
     def _member_left(self, msg: MemberLeft, env: Envelope) -> None:
         self.live_peers.discard(msg.node_id)
+
+    def refuse(self, conn: ClientConn, env: Envelope, code: str, detail: str) -> None:
+        """`unavailable` (a write concern the cluster cannot meet now, a node that drains) is not
+        the client's fault: it does not count toward `max_bad_requests`, else a client writing
+        through a partition would be dropped as a misbehaving one."""
+        if code == UNAVAILABLE:
+            self.stats["errors"] += 1
+            self.ctx.reply(env, Error(code, detail))
+            return
+        super().refuse(conn, env, code, detail)
 
     # ---- writes from other nodes
 
@@ -84,15 +97,31 @@ class ClusterOps(AdminOps):
             return
         self.catalog_changed()  # even when only the catalog's clock moved: else the digests never match
         self.reconcile()
-        for rec in adopted:  # deletions made elsewhere: this node's copies go too
-            if isinstance(rec, TenantRecord) and rec.deleted and not self.catalog.has_tenant(rec.name):
+        for rec in adopted:
+            if isinstance(rec, ApiKeyRecord) and rec.revoked:  # as `revoke_api_key` does here
+                self.enforce(SERVER, {rec.client_id}, reason="api key revoked", keys={rec.key_id})
+            # deletions made elsewhere: this node's copies go too
+            elif isinstance(rec, TenantRecord) and rec.deleted and not self.catalog.has_tenant(rec.name):
                 self.subs.drop_tenant(rec.name)
+                self._forget_files(rec.name)
                 if rec.name in self.store.tenants():
                     self.store.remove_tenant(rec.name)
-            elif (isinstance(rec, ServiceRecord) and rec.deleted and not self.catalog.has_service(rec.tenant, rec.name)
-                  and self.store.exists(rec.tenant, rec.name)):
-                self.store.remove(rec.tenant, rec.name)
-                self.open_services.pop((rec.tenant, rec.name), None)
+            elif isinstance(rec, ServiceRecord) and rec.deleted and not self.catalog.has_service(rec.tenant, rec.name):
+                key = (rec.tenant, rec.name)
+                self._forget_files(*key)
+                if self.store.exists(*key):
+                    self.store.remove(*key)
+                    self.open_services.pop(key, None)
+
+    def _forget_files(self, tenant: str, service: str | None = None) -> None:
+        """Forget the writers and path holders of a deleted tenant's (or one service's) files, as
+        `delete_service` does: a service made again under the name starts clean."""
+        def gone(key: tuple[str, str]) -> bool:
+            return key[0] == tenant and (service is None or key[1] == service)
+        for var in [v for v in self.last_writer if gone((v[0], v[1]))]:
+            del self.last_writer[var]
+        for key in [k for k in self.path_holders if gone(k)]:
+            del self.path_holders[key]
 
     def reconcile(self) -> None:
         """Bring every open session in line with the catalog after a merge from a peer."""
@@ -105,9 +134,17 @@ class ClusterOps(AdminOps):
                     self.end_session(conn, tenant, SessionState.REVOKED, notify=reason)
                     self.ctx.log.warning("session_revoked", conn=conn.conn_id, tenant=tenant,
                                          client=session.client_id, reason=reason)
-        for tenant in {t for c in self.conns.values() for t in c.sessions if t != SERVER}:
-            clients = {s.client_id for c in self.conns.values() for t, s in c.sessions.items() if t == tenant}
-            self.enforce(tenant, clients, reason="permission revoked")
+        # Every client this node let into a tenant is checked again: connected ones, and the ones
+        # told a mapped file's path, which they keep after they disconnect.
+        let_in: dict[str, set[str]] = {}
+        for conn in self.conns.values():
+            for tenant, session in conn.sessions.items():
+                let_in.setdefault(tenant, set()).add(session.client_id)
+        for (tenant, _), told in self.path_holders.items():
+            let_in.setdefault(tenant, set()).update(told)
+        for tenant, clients in let_in.items():
+            if tenant != SERVER and clients and self.catalog.has_tenant(tenant):  # a deleted one goes whole
+                self.enforce(tenant, clients, reason="permission revoked")
         for key in [k for k in self.slots if not self.catalog.has_service(*k)]:
             for conn in list(self.conns.values()):
                 self.release_mapping(conn, key)
@@ -129,21 +166,42 @@ class ClusterOps(AdminOps):
 
     def serve(self, conn: ClientConn, msg: Message, env: Envelope) -> None:
         if self.cluster is not None:
-            key = self.needs_fetch(msg)
+            key = self.needs_fetch(conn, msg)
             if key is not None:
                 self.fetch_first(conn, key, env)
                 return
         super().serve(conn, msg, env)
 
-    def needs_fetch(self, msg: Message) -> tuple[str, str] | None:
-        """A service `msg` names that this node must fetch from a holder before serving it."""
+    def needs_fetch(self, conn: ClientConn, msg: Message) -> tuple[str, str] | None:
+        """A service `msg` names that this node must fetch from a holder before serving it.
+
+        None for a request that will be refused anyway (no session, a bad token): an anonymous
+        connection must not make the node fetch, and keep a file of, whatever the catalog names."""
         if type(msg) is Resume:  # one request, many services: fetched one at a time
+            client = self._resumer(msg.token)
+            if client is None:
+                return None
             for sv in msg.last_seen[:self.config.max_names]:
-                key = self._missing(sv.tenant, sv.service)
-                if key is not None:
-                    return key
+                if type(sv.tenant) is str and Permission.VARIABLE_READ in self.permissions_of(client, sv.tenant):
+                    key = self._missing(sv.tenant, sv.service)
+                    if key is not None:
+                        return key
             return None
-        return self._missing(getattr(msg, "tenant", None), getattr(msg, "service", None))
+        tenant = getattr(msg, "tenant", None)
+        session = conn.sessions.get(tenant) if type(tenant) is str else None
+        if session is None or not session.open or self.ctx.now() >= session.expires_at:
+            return None
+        return self._missing(tenant, getattr(msg, "service", None))
+
+    def _resumer(self, token: object) -> str | None:
+        """The client a Resume's token would reopen sessions for, or None (it will be refused)."""
+        if type(token) is not str:
+            return None
+        try:
+            claims = self.signer.verify(token, self.ctx.now())
+        except RemoteProtocolError:
+            return None
+        return None if self.catalog.token_revoked(claims.token_id) else claims.client_id
 
     def _missing(self, tenant: object, service: object) -> tuple[str, str] | None:
         if type(tenant) is not str or type(service) is not str or not service:

@@ -1,10 +1,11 @@
 """Draining a node: its clients move to other nodes first, then it leaves the cluster.
 
-`DrainNode(node_id)` (a server admin's request, `commy admin drain NODE`) is served by any node:
-for another node it is forwarded as `DrainRequest` to that node's hub. The drained hub refuses new
-sessions (`unavailable`), sends each connected client `ClientMigration` naming a target -- the live
-peer with the fewest clients by the `LoadReport`s every hub sends each second, counting the clients
-it has already sent there -- and waits for `ClientMigrationAck` and the connection to close. A
+`DrainNode(node_id)` (a server admin's request, `commy admin drain NODE`) is served by any node of
+a cluster: for another node it is forwarded as `DrainRequest` to that node's hub. The drained hub
+refuses new sessions (`unavailable`), sends each connected client `ClientMigration` naming a target
+-- the live peer with the fewest clients by the `LoadReport`s every hub sends each second, counting
+the clients it has already sent there, and never a peer that drains too -- and waits for
+`ClientMigrationAck` and the connection to close. A
 client still connected after `drain_timeout` is closed (it reconnects on its own and resumes
 elsewhere). Then the hub asks its membership actor to announce the leave: the peers mark the node
 LEFT, placement no longer counts it, and the other holders of its services take over (new
@@ -21,7 +22,7 @@ from commy.core.actor import handles
 from commy.core.cluster_ops import ClusterOps
 from commy.core.failover import FAILOVER
 from commy.core.sessions import ClientConn
-from commy.errors import NOT_FOUND, UNAVAILABLE, LocalProtocolError, RemoteProtocolError
+from commy.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, LocalProtocolError, RemoteProtocolError
 from commy.messages import (
     Address,
     AdminDone,
@@ -46,6 +47,7 @@ MEMBERSHIP = "membership"
 _NEW_SESSIONS = frozenset({Authenticate, Resume})
 LOAD_INTERVAL = 1.0
 DRAIN_TIMEOUT = 10.0
+DRAINING_LOAD = 1 << 30  # the load recorded for a peer that reports it drains: never a target
 
 
 class DrainState(enum.Enum):
@@ -98,7 +100,7 @@ class DrainOps(ClusterOps):
 
     @handles(LoadReport)
     def _load(self, msg: LoadReport, env: Envelope) -> None:
-        self.loads[env.sender.node] = 1 << 30 if msg.draining else msg.clients
+        self.loads[env.sender.node] = DRAINING_LOAD if msg.draining else msg.clients
 
     @handles(LoadTick)
     def _load_tick(self, msg: LoadTick, env: Envelope) -> None:
@@ -113,10 +115,15 @@ class DrainOps(ClusterOps):
 
     def drain_node(self, conn: ClientConn, msg: DrainNode, env: Envelope) -> None:
         admin = self.require_server_admin(conn)
+        if self.cluster is None:  # no peer to move clients to, no membership to leave
+            raise RemoteProtocolError("this server is not part of a cluster: there is nowhere to move its clients",
+                                      BAD_REQUEST)
         me = self.ctx.address.node
         if msg.node_id == me:
+            # Answered first: the requester's own connection is one of those told to move.
+            clients = sum(1 for c in self.conns.values() if any(s.open for s in c.sessions.values()))
+            self.ctx.reply(env, AdminDone("drain", f"{me}: moving {clients} client(s), then leaving"))
             self.start_drain(admin)
-            self.ctx.reply(env, AdminDone("drain", f"{me}: moving {len(self.moving)} client(s), then leaving"))
             return
         if msg.node_id not in self.members and msg.node_id not in self.live_peers:
             raise RemoteProtocolError(f"no cluster member named {msg.node_id[:64]!r}", NOT_FOUND)
@@ -153,7 +160,8 @@ class DrainOps(ClusterOps):
         self._check_drain()
 
     def _least_loaded(self, planned: dict[str, int]) -> str | None:
-        choices = [p for p in self.live_peers if p in self.members and self.members[p].client_url]
+        choices = [p for p in self.live_peers if p in self.members and self.members[p].client_url
+                   and self.loads.get(p, 0) < DRAINING_LOAD]
         if not choices:
             return None
         return min(choices, key=lambda p: (self.loads.get(p, 0) + planned.get(p, 0), p))

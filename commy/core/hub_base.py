@@ -91,6 +91,7 @@ class HubCluster:
     replication_factor: int = 2
     cluster_size: int = 1
     default_concern: str = "local"
+    session_sync: str | None = None  # the node's session-sync actor (None: resume from what the client says)
 
     def __post_init__(self) -> None:
         if self.default_concern not in CONCERNS:

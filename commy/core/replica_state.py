@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from commy.core.actor import TimerId
 from commy.core.hlc import origin_of
 from commy.errors import LocalProtocolError, RemoteProtocolError
-from commy.messages import Address, Clock, VariablesUpdated
+from commy.messages import Address, Clock, Replicate, VariablesUpdated
 
 Merge = Callable[[bytes, bytes], bytes]
 Key = tuple[str, str]
@@ -192,6 +192,10 @@ class PendingConcern:
     request_id: int
     reply: VariablesUpdated | None
     needed: int
+    floor: int = 0  # acks it needs however many targets it has (rf - 1, or a majority - 1)
+    quorum: bool = False
+    message: Replicate | None = None  # sent again to a new holder when a target dies before acking
+    targets: set[str] = field(default_factory=set)
     timer: TimerId | None = None
     acked: set[str] = field(default_factory=set)
     sent: list[int] = field(default_factory=list)  # the msg ids of its Replicate messages

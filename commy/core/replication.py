@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
-from commy.core.actor import Context, handles
+from commy.core.actor import Context, TimerId, handles
 from commy.core.hlc import HybridClock, millis_of, origin_of
 from commy.core.placement import rendezvous, replicas
 from commy.core.replica_state import (
@@ -62,6 +62,7 @@ from commy.messages import (
     RemoteWrites,
     Replicate,
     ReplicateAck,
+    ReplicationFlush,
     ReplicationTick,
     VariableChanged,
     WriteRecord,
@@ -91,7 +92,9 @@ class Replicator(ReplicaSync):
         self.holdings: dict[str, set[Key]] = {}  # peer -> services its last digest listed
         self.services: dict[Key, ServiceState] = {}
         self.concerns: dict[int, PendingConcern] = {}  # by ref (the ConcernTimeout's)
-        self.awaiting: dict[int, int] = {}  # Replicate msg id -> concern ref
+        self.awaiting: dict[int, list[int]] = {}  # Replicate msg id -> the refs of the concerns it carries
+        self.outbox: dict[Key, list[WritesMade]] = {}  # writes made this turn of the loop, not yet streamed
+        self.flush_timer: TimerId | None = None
         self.ensures: dict[Key, PendingEnsure] = {}
         self.ensure_refs: dict[int, Key] = {}  # ConcernTimeout refs that belong to ensures
         self.snapshots = SnapshotCache(config.snapshot_ttl)
@@ -120,6 +123,7 @@ class Replicator(ReplicaSync):
         self.members.pop(msg.node_id, None)
         self.live.discard(msg.node_id)
         self.holdings.pop(msg.node_id, None)
+        self._target_lost(msg.node_id)
 
     @handles(PeerStateChanged)
     def _peer_state(self, msg: PeerStateChanged, env: Envelope) -> None:
@@ -127,6 +131,29 @@ class Replicator(ReplicaSync):
             self.live.add(msg.peer)
         else:
             self.live.discard(msg.peer)
+            self._target_lost(msg.peer)
+
+    def _target_lost(self, peer: str) -> None:
+        """Writes waiting for `peer`'s ack stop waiting for it: they go to the service's new holders
+        instead (placement without `peer`), so a replicated write outlives a replica's death without
+        running into its timeout."""
+        for ref, concern in list(self.concerns.items()):
+            if peer not in concern.targets or peer in concern.acked or concern.message is None:
+                continue
+            concern.targets.discard(peer)
+            msg = concern.message
+            if len(concern.acked) + len(concern.targets - concern.acked) < concern.floor:
+                key = (msg.tenant, msg.service)
+                spare = [n for n in (self.live_members() if concern.quorum else self.holders(key))
+                         if n not in concern.targets]
+                for node in spare[:concern.floor - len(concern.targets)]:
+                    concern.targets.add(node)
+                    msg_id = self.ctx.send(Address(node, REPLICATOR), msg)
+                    self.awaiting[msg_id] = [ref]
+                    concern.sent.append(msg_id)
+            if not concern.quorum:
+                concern.needed = max(concern.floor, len(concern.targets))
+            self._check_concern(ref)
 
     def live_members(self) -> list[str]:
         return sorted(n for n in self.members if n in self.live)
@@ -167,31 +194,50 @@ class Replicator(ReplicaSync):
 
     @handles(WritesMade)
     def _writes_made(self, msg: WritesMade, env: Envelope) -> None:
+        # Gathered, then streamed at the end of this turn of the loop (`ReplicationFlush`, a zero
+        # delay timer): one Replicate per service and target carries every write a burst of client
+        # requests made, and one ack answers them all.
         if msg.concern not in CONCERNS:
             raise LocalProtocolError(f"unknown write concern {msg.concern!r}")
-        key = (msg.tenant, msg.service)
+        self.outbox.setdefault((msg.tenant, msg.service), []).append(msg)
+        if self.flush_timer is None:
+            self.flush_timer = self.ctx.set_timer(0.0, ReplicationFlush())
+
+    @handles(ReplicationFlush)
+    def _flush(self, msg: ReplicationFlush, env: Envelope) -> None:
+        self.flush_timer = None
+        outbox, self.outbox = self.outbox, {}
+        for key, made in outbox.items():
+            self._stream(key, made)
+
+    def _stream(self, key: Key, made: list[WritesMade]) -> None:
         handle = self.store.open(*key, create=True)
         before = handle.clocks()
         st = self.state(key)
         prev = before.get(self.me.index, 0)
         chained: list[WriteRecord] = []
-        for w in msg.writes:
-            chained.append(replace(w, prev=prev))
-            prev = w.stamp
-            st.writers[w.name] = w.writer
+        for m in made:
+            for w in m.writes:
+                chained.append(replace(w, prev=prev))
+                prev = w.stamp
+                st.writers[w.name] = w.writer
         if chained:
             handle.set_clock(self.me.index, prev)
         self.stats["writes_streamed"] += len(chained)
         targets = self.holders(key)
-        pending = self._concern(msg, targets)
-        out = Replicate(msg.tenant, msg.service, tuple(chained), clocks_to(before))
+        refs = [ref for m in made if (ref := self._concern(m, targets)) is not None]
+        out = Replicate(key[0], key[1], tuple(chained), clocks_to(before))
+        for ref in refs:
+            self.concerns[ref].message = out
+            self.concerns[ref].targets = set(targets)
         for node in targets:
             msg_id = self.ctx.send(Address(node, REPLICATOR), out)
-            if pending is not None:
-                self.awaiting[msg_id] = pending
-                self.concerns[pending].sent.append(msg_id)
-        if pending is not None:
-            self._check_concern(pending)
+            if refs:
+                self.awaiting[msg_id] = refs
+                for ref in refs:
+                    self.concerns[ref].sent.append(msg_id)
+        for ref in refs:
+            self._check_concern(ref)
 
     def _concern(self, msg: WritesMade, targets: list[str]) -> int | None:
         """Register what `msg`'s concern waits for (extending `targets` for a quorum); its ref."""
@@ -199,24 +245,26 @@ class Replicator(ReplicaSync):
             return None
         cfg = self.config
         if msg.concern == "replicated":
-            needed = max(len(targets), min(cfg.replication_factor, cfg.cluster_size) - 1)
+            floor = min(cfg.replication_factor, cfg.cluster_size) - 1
+            needed = max(len(targets), floor)
         else:
-            needed = cfg.cluster_size // 2  # a majority of the cluster, this node being one of it
+            floor = needed = cfg.cluster_size // 2  # a majority of the cluster, this node being one of it
             extra = [n for n in self.live_members() if n not in targets]
             targets.extend(extra[:max(0, needed - len(targets))])
         ref = self.new_ref()
-        self.concerns[ref] = PendingConcern(client_address(msg.conn), msg.request_id, msg.reply, needed)
+        self.concerns[ref] = PendingConcern(client_address(msg.conn), msg.request_id, msg.reply, needed, floor,
+                                            msg.concern == "quorum")
         if needed > 0:
             self.concerns[ref].timer = self.ctx.set_timer(cfg.write_timeout, ConcernTimeout(ref))
         return ref
 
     @handles(ReplicateAck)
     def _ack(self, msg: ReplicateAck, env: Envelope) -> None:
-        ref = self.awaiting.pop(env.request_id or 0, 0)
-        concern = self.concerns.get(ref)
-        if concern is not None:
-            concern.acked.add(env.sender.node)
-            self._check_concern(ref)
+        for ref in self.awaiting.pop(env.request_id or 0, ()):
+            concern = self.concerns.get(ref)
+            if concern is not None:
+                concern.acked.add(env.sender.node)
+                self._check_concern(ref)
 
     def _check_concern(self, ref: int) -> None:
         concern = self.concerns[ref]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from commy.core.hub_base import CONCERNS, HubBase
 from commy.core.permissions import Permission
+from commy.core.session_sync import sessions_changed
 from commy.core.sessions import ClientConn, Session, WriterSlots
 from commy.core.store_api import ServiceHandle
 from commy.errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RATE_LIMITED, TOO_LARGE, UNAVAILABLE, RemoteProtocolError
@@ -217,6 +218,7 @@ class VariableOps(HubBase):
         self.subs.add(conn.conn_id, msg.tenant, msg.service, msg.names)
         current = self._values(msg.tenant, msg.service, msg.names)
         self.ctx.reply(env, SubscriptionAck(msg.tenant, msg.service, msg.names, current))
+        sessions_changed(self, conn)
 
     def unsubscribe(self, conn: ClientConn, msg: Unsubscribe, env: Envelope) -> None:
         self.session_for(conn, msg.tenant)
@@ -226,6 +228,7 @@ class VariableOps(HubBase):
             check_variable(name)
         self.subs.remove(conn.conn_id, msg.tenant, msg.service, msg.names)
         self.ctx.reply(env, UnsubscribeAck(msg.tenant, msg.service, msg.names))
+        sessions_changed(self, conn)
 
     # ---- local mapping
 

@@ -1,6 +1,7 @@
 """The client protocol (client <-> server over WebSocket): tags 100-199.
 
-A client sends requests and gets exactly one reply per request, in order, carrying the request's
+A client sends requests and gets exactly one reply per request, in order (except that a cluster's
+`replicated`/`quorum` writes are answered when the replicas confirm), carrying the request's
 id: the reply named next to it below, or an `Error(code, detail)`. The server also pushes events
 with request id 0: `VariableChanged`, `PermissionRevoked`, `FileMigration`, `ClientMigration`.
 `CLIENT_REQUESTS` is every message a client may send; anything else from a client is refused.

@@ -167,3 +167,44 @@ class LoadReport(Message):
 
     clients: int
     draining: bool
+
+
+# --------------------------------------------------------------------------- session sync
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """One subscription of a session: the variables `names` of (tenant, service), or the whole
+    service (no names), as `Subscribe` says it."""
+
+    tenant: str
+    service: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A client session as the node serving it last described it: who, on which tenants, with which
+    subscriptions, under which token (the id only, never the token), kept by every node until
+    `expires_at` (the token's expiry) so the client can `Resume` anywhere. `updated_at` is a hybrid
+    logical clock stamp: of two records of one session, the higher stamp wins."""
+
+    session_id: str
+    client_id: str
+    node: str
+    tenants: tuple[str, ...]
+    subscriptions: tuple[SubscriptionRecord, ...]
+    token_id: str
+    expires_at: float
+    updated_at: int
+
+
+@message(29)
+@dataclass(frozen=True, slots=True)
+class SessionPush(Message):
+    """Session sync: records of sessions that changed (newest `updated_at` wins at the receiver) and
+    the ids of sessions that ended for good (a logout): the receiver forgets them and refuses to
+    take them back."""
+
+    records: tuple[SessionRecord, ...]
+    ended: tuple[str, ...]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from commy.messages.base import LOCAL, Message, message
 from commy.messages.client import VariableChanged, VariablesUpdated
-from commy.messages.cluster import MemberInfo, WriteRecord
+from commy.messages.cluster import MemberInfo, SessionRecord, WriteRecord
 
 # --------------------------------------------------------------------------- local only (1000+)
 
@@ -253,3 +253,55 @@ class MigrationRecorded(Message):
 @dataclass(frozen=True, slots=True)
 class LoadTick(Message):
     """Timer: time to send this hub's `LoadReport` (and, while draining, to check on the drain)."""
+
+
+@message(1040, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class SessionsChanged(Message):
+    """Hub -> session sync (published): the sessions of one connection as they are now (`records`,
+    `updated_at` left 0 for the session sync to stamp), and sessions that ended for good (`ended`,
+    their ids: a logout)."""
+
+    records: tuple[SessionRecord, ...]
+    ended: tuple[str, ...]
+
+
+@message(1041, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class FindSession(Message):
+    """Hub -> session sync: the record of `session_id`, for a `Resume`; answered with `SessionFound`."""
+
+    ref: str
+    session_id: str
+
+
+@message(1042, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class SessionFound(Message):
+    """Session sync -> hub: the record asked for by `ref` (none: unknown or expired), and whether the
+    session ended for good (a logout: it must not be resumed). The hub's own timer sends an empty
+    one if the session sync does not answer."""
+
+    ref: str
+    records: tuple[SessionRecord, ...]
+    ended: bool
+
+
+@message(1043, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class SessionPushTick(Message):
+    """Timer: the session sync may push again (at most one push per debounce interval)."""
+
+
+@message(1044, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class SessionResyncTick(Message):
+    """Timer: time to forget expired records and send this node's own records to every live peer
+    again (repairs a lost push)."""
+
+
+@message(1035, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ReplicationFlush(Message):
+    """Timer (zero delay): stream the writes gathered during this turn of the loop, one `Replicate`
+    per service and target instead of one per client request."""

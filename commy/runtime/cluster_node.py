@@ -30,6 +30,7 @@ from commy.core.members import MEMBERSHIP, Membership
 from commy.core.node import Node
 from commy.core.replica_state import ReplicationConfig
 from commy.core.replication import REPLICATOR, Replicator
+from commy.core.session_sync import SESSION_SYNC, SessionSync
 from commy.core.store_api import ServiceStore
 from commy.messages import MemberInfo
 from commy.runtime.peer_directory import PEER_DIRECTORY, PeerDirectory
@@ -73,7 +74,8 @@ def replication_config(config: ClusterConfig) -> ReplicationConfig:
 
 def hub_cluster(config: ClusterConfig, clock: HybridClock) -> HubCluster:
     return HubCluster(clock=clock, replicator=REPLICATOR, replication_factor=config.replication_factor,
-                      cluster_size=len(config.nodes), default_concern=config.write_concern)
+                      cluster_size=len(config.nodes), default_concern=config.write_concern,
+                      session_sync=SESSION_SYNC)
 
 
 def spawn_members(node: Node, config: ClusterConfig, me: MemberInfo, store: ServiceStore, clock: HybridClock,
@@ -88,6 +90,7 @@ def spawn_members(node: Node, config: ClusterConfig, me: MemberInfo, store: Serv
                                                   config=replication_config(config), merge=merge))
     node.spawn(CATALOG_SYNC, lambda ctx: CatalogSync(ctx, snapshot))
     node.spawn(FAILOVER, FailoverManager)
+    node.spawn(SESSION_SYNC, lambda ctx: SessionSync(ctx, index=me.index))
 
 
 async def start_cluster_node(config: ClusterConfig, node_id: str, *, seed: int | None = None,

@@ -5,8 +5,8 @@ hot paths. The version vector lives in the header (see `layout.py`): one u64 per
 index, the newest stamp from that origin the file holds without a gap. It sits in the file, not in
 the server's memory, so it survives restarts, is remapped with the file when it grows (header
 offsets never move) and travels with every copy (rotation copies the whole file). `set_clock`
-only raises a slot, under the exclusive header lock like every other header write, so two
-processes raising one slot at once cannot lower it.
+only raises a slot, with one aligned store and no OS lock: the server is the only writer of clocks
+(local clients never touch them, and one server per data folder), so nothing can race it.
 
 `set_stamp` gives an entry the stamp the server chose for it. A local client writing through its
 own mapping leaves the stamp 0; the server notices the write (its version changed), ticks its
@@ -32,8 +32,6 @@ from commy.store.layout import (
     E_VERSION,
     ENTRY_WORDS,
     H_GEN,
-    HEADER_EX,
-    HEADER_UN,
     MAX_ORIGIN,
     MAX_U64,
     entry_token,
@@ -83,15 +81,10 @@ class Stamps:
         with self._plock:
             self._check_open()
             q, k = self._view[0], CLOCK_FIRST + origin
-            if stamp <= q[k]:
-                return  # the common case for a duplicate; no OS lock needed to learn it
-            fd = self._fd
-            setlk(fd, SETLKW, HEADER_EX)
-            try:
-                if stamp > q[k]:  # again: another process may have raised it meanwhile
-                    q[k] = stamp
-            finally:
-                setlk(fd, SETLKW, HEADER_UN)
+            if stamp > q[k]:
+                # One aligned u64 store, no OS lock: only the server writes clocks (one process -- the
+                # data folder's lock sees to that -- and this lock for its threads); clients never do.
+                q[k] = stamp
 
     def set_stamp(self, name: str, version: int, stamp: int) -> bool:
         """Stamp entry `name` with `stamp` if it is still at `version`; False if not (or no such entry)."""

@@ -4,11 +4,18 @@
 one reply that request got) and collects what the hub pushed to each connection (`events`). A
 server admin key exists from the start (`admin_key`), and `setup_tenant` makes a tenant with a
 client holding the given scopes, ready to authenticate.
+
+In a cluster (`HubHarness(cluster=in_cluster(...))`) the hub is one node of several: next to it
+run recording stand-ins for the node's "replicator", "failover" and "membership" actors, whose
+inboxes `to_actor` shows; `peer_up` / `peer_down` publish what the heartbeat monitor would, and
+`from_peer` delivers a message from another node's hub. The cluster's clock is rebuilt on the
+harness's own (fake) clock, keeping its index.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from itertools import count
 
 from commy.core.actor import Actor, Context, handles
@@ -16,6 +23,10 @@ from commy.core.auth import TokenSigner
 from commy.core.catalog import Catalog
 from commy.core.catalog_records import KdfParams
 from commy.core.clients import CLIENTS, ClientHub, HubConfig
+from commy.core.drain_ops import MEMBERSHIP
+from commy.core.failover import FAILOVER
+from commy.core.hlc import HybridClock
+from commy.core.hub_base import HubCluster
 from commy.core.node import Node
 from commy.messages import (
     Address,
@@ -24,8 +35,15 @@ from commy.messages import (
     ClientConnected,
     ClientDisconnected,
     DelegatedAuthRequest,
+    EnsureService,
     Envelope,
+    Leave,
+    MemberInfo,
+    MemberUp,
     Message,
+    MigrationRecorded,
+    PeerStateChanged,
+    WritesMade,
     client_address,
     new_envelope,
 )
@@ -47,8 +65,27 @@ class _HookRecorder(Actor):
         self.log.append(msg)
 
 
+class _Recorder(Actor):
+    """Stands for one of the node's cluster actors: keeps what the hub sent it."""
+
+    def __init__(self, ctx: Context, log: list[Envelope]) -> None:
+        super().__init__(ctx)
+        self.log = log
+
+    @handles(WritesMade, EnsureService, MigrationRecorded, Leave)
+    def _got(self, msg: Message, env: Envelope) -> None:
+        self.log.append(env)
+
+
+def in_cluster(*, size: int = 3, replication_factor: int = 2, concern: str = "local", index: int = 1) -> HubCluster:
+    """A `HubCluster` for `HubHarness(cluster=...)` (which rebinds its clock to the fake host)."""
+    return HubCluster(clock=HybridClock(index, lambda: 0.0), replication_factor=replication_factor,
+                      cluster_size=size, default_concern=concern)
+
+
 class HubHarness:
-    def __init__(self, config: HubConfig = HubConfig(), *, auth_hooks: str | None = None, seed: int = 1) -> None:
+    def __init__(self, config: HubConfig = HubConfig(), *, auth_hooks: str | None = None, seed: int = 1,
+                 cluster: HubCluster | None = None) -> None:
         self.host = FakeHost(now=1_000_000.0)
         self.node = Node("n1", self.host, seed, strict=True)
         self._rng = random.Random(seed)
@@ -56,9 +93,16 @@ class HubHarness:
         self.store = MemoryStore()
         self.admin_key = self.catalog.create_api_key("admin", server_admin=True, now=self.host.now(),
                                                      entropy=self._entropy)[1]
+        self.recorded: dict[str, list[Envelope]] = {}
+        if cluster is not None:
+            cluster = replace(cluster, clock=HybridClock(cluster.clock.index, self.host.now))
+            for name in (cluster.replicator, FAILOVER, MEMBERSHIP):
+                inbox = self.recorded[name] = []
+                self.node.spawn(name, lambda ctx, inbox=inbox: _Recorder(ctx, inbox))  # type: ignore[misc]
+        self.cluster = cluster
         self.node.spawn(CLIENTS, lambda ctx: ClientHub(ctx, catalog=self.catalog, store=self.store,
                                                        signer=TokenSigner(b"k" * 32), entropy=self._entropy,
-                                                       config=config, auth_hooks=auth_hooks))
+                                                       config=config, auth_hooks=auth_hooks, cluster=cluster))
         self.hub: ClientHub = self.node.actors[CLIENTS]  # type: ignore[assignment]
         self.hook_requests: list[DelegatedAuthRequest] = []
         if auth_hooks is not None:
@@ -121,6 +165,45 @@ class HubHarness:
         self.hub.epoch += 1
         return key
 
-    def node_envelope(self, msg: Message, to: str = CLIENTS) -> Envelope:
+    def node_envelope(self, msg: Message, to: str = CLIENTS, sender: str = "hooks") -> Envelope:
         """An envelope from another actor on this node (e.g. the runtime's auth-hook runner)."""
-        return new_envelope(0, None, Address("n1", "hooks"), Address("n1", to), self.host.now(), msg)
+        return new_envelope(0, None, Address("n1", sender), Address("n1", to), self.host.now(), msg)
+
+    # ---- a cluster around the hub
+
+    def from_actor(self, sender: str, msg: Message) -> None:
+        """Deliver `msg` to the hub from actor `sender` of this node (e.g. the replicator)."""
+        self.node.deliver(self.node_envelope(msg, sender=sender))
+
+    def from_peer(self, peer: str, msg: Message) -> None:
+        """Deliver `msg` to the hub from the hub of node `peer`."""
+        self.node.deliver(new_envelope(next(self._ids), None, Address(peer, CLIENTS), Address("n1", CLIENTS),
+                                       self.host.now(), msg))
+
+    def to_actor(self, name: str, kind: type[Message] | None = None) -> list[Message]:
+        """What the hub sent this node's actor `name` (a recording stand-in), oldest first."""
+        return [e.body for e in self.recorded[name] if kind is None or type(e.body) is kind]
+
+    def to_peer(self, peer: str, kind: type[Message] | None = None) -> list[Envelope]:
+        """Envelopes the hub sent to node `peer`."""
+        return [e for e in self.host.transmitted if e.receiver.node == peer and (kind is None or type(e.body) is kind)]
+
+    def member(self, node_id: str, index: int) -> MemberInfo:
+        """Announce `node_id` as a cluster member (as the membership actor would) and return it."""
+        info = MemberInfo(node_id, index, "127.0.0.1", 7000 + index, f"ws://127.0.0.1:{8000 + index}", 1)
+        self.node.publish(MemberUp(info))
+        return info
+
+    def peer_state(self, peer: str, old: str, new: str) -> None:
+        self.node.publish(PeerStateChanged(peer, old, new, self.host.now()))
+
+    def peer_up(self, *peers: str) -> None:
+        """`peers` join and answer heartbeats: members, and live."""
+        for peer in peers:
+            if peer not in self.hub.members:
+                self.member(peer, 2 + len(self.hub.members))
+            self.peer_state(peer, "joining", "healthy")
+
+    def peer_down(self, *peers: str) -> None:
+        for peer in peers:
+            self.peer_state(peer, "healthy", "down")

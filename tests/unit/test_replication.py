@@ -15,6 +15,7 @@ from commy.messages import (
     RemoteWrites,
     Replicate,
     ReplicateAck,
+    ReplicationFlush,
     SyncServiceRequest,
     VariablesUpdated,
     VariableVersion,
@@ -30,6 +31,7 @@ REPLY = VariablesUpdated(T, S, (VariableVersion("x", 1, 0),))
 def made(rep, *writes, concern="local", conn="c1", request_id=7):  # type: ignore[no-untyped-def]
     deliver(rep, WritesMade(T, S, tuple(writes), concern, conn, request_id, REPLY if concern != "local" else None),
             Address(rep.me.node_id, "clients"))
+    assert ReplicationFlush() in rep.ctx.advance(0.0)  # streamed at the end of the loop's turn
 
 
 def replicate(rep, *writes, sender="n2", context=(), msg_id=1):  # type: ignore[no-untyped-def]
@@ -59,6 +61,19 @@ def test_writes_are_chained_and_streamed_to_the_live_holders() -> None:
     again = sent_of(ctx, Replicate)[0].msg
     assert again.writes[0].prev == s2 and again.context == (Clock(1, s2),)  # type: ignore[attr-defined]
     assert rep.stats["writes_streamed"] == 3
+
+
+def test_writes_made_in_one_turn_travel_in_one_message_and_one_ack_answers_them_all() -> None:
+    rep, ctx, _store = solo(replication_factor=2, cluster_size=2, peers=[("n2", 2)])
+    for i, conn in ((1, "c1"), (2, "c2")):
+        deliver(rep, WritesMade(T, S, (rec("x", b"%d" % i, stamp(1, i)),), "replicated", conn, i, REPLY),
+                Address("n1", "clients"))
+    assert not sent_of(ctx, Replicate)  # nothing yet: gathered until the loop's turn ends
+    ctx.advance(0.0)
+    [out] = sent_of(ctx, Replicate)
+    assert [w.stamp for w in out.msg.writes] == [stamp(1, 1), stamp(1, 2)]  # type: ignore[attr-defined]
+    deliver(rep, ReplicateAck(T, S, 2), Address("n2", "replicator"), request_id=out.msg_id)
+    assert sorted(s.to.node for s in ctx.sent if s.to.node.startswith("client")) == ["client:c1", "client:c2"]
 
 
 def test_only_live_members_are_sent_to() -> None:
@@ -176,6 +191,30 @@ def test_quorum_asks_extra_live_members_and_needs_a_majority() -> None:
     for s in out:
         deliver(rep, ReplicateAck(T, S, 1), Address(s.to.node, "replicator"), request_id=s.msg_id)
     assert [s.msg for s in ctx.sent if s.to == client_address("c9")] == [REPLY]
+
+
+def test_a_replica_dying_before_its_ack_hands_the_write_to_the_next_holder() -> None:
+    rep, ctx, _store = solo(replication_factor=2, cluster_size=3, write_timeout=2.0)
+    made(rep, rec("x", b"a", stamp(1, 1)), concern="replicated", conn="c9", request_id=42)
+    [first] = sent_of(ctx, Replicate)
+    ctx.take_sent()
+    deliver(rep, PeerStateChanged(first.to.node, "suspected", "down", 1.5), Address("n1", "heartbeat"))
+    [second] = sent_of(ctx, Replicate)  # the service's new holder, without the dead one
+    assert second.to.node != first.to.node and second.msg == first.msg
+    deliver(rep, ReplicateAck(T, S, 1), Address(second.to.node, "replicator"), request_id=second.msg_id)
+    assert [(s.msg, s.request_id) for s in ctx.sent if s.to == client_address("c9")] == [(REPLY, 42)]
+    ctx.advance(5.0)
+    assert rep.stats["concern_timeouts"] == 0  # answered well before the timeout
+
+
+def test_a_write_with_no_replica_left_is_still_reported_as_outcome_unknown() -> None:
+    rep, ctx, _store = solo(peers=[("n2", 2)], replication_factor=2, cluster_size=2, write_timeout=2.0)
+    made(rep, rec("x", b"a", stamp(1, 1)), concern="replicated", conn="c9", request_id=42)
+    deliver(rep, PeerStateChanged("n2", "suspected", "down", 1.5), Address("n1", "heartbeat"))
+    assert not [s for s in ctx.sent if s.to == client_address("c9")]  # no ack: nobody else has it
+    ctx.advance(2.0)
+    [answer] = [s for s in ctx.sent if s.to == client_address("c9")]
+    assert isinstance(answer.msg, Error) and answer.msg.code == OUTCOME_UNKNOWN
 
 
 def test_local_concern_waits_for_nothing() -> None:
