@@ -11,8 +11,10 @@ partition_one_way, bridge, heal, break_link, configure -- that act now, and `sch
 trace, so checkers and timelines see faults and effects in one ordered stream.
 
 A crash stops the node (`node.stop()`) and kills its host, so its timers and everything in
-flight to it are discarded; `restart` builds a fresh Node (next incarnation) with the same
+flight to it are discarded, and resets its client connections (`sim.client_net`: each client
+hears it one latency later); `restart` builds a fresh Node (next incarnation) with the same
 `build` callable and the same disk folder. A paused node's events are held and replayed at resume.
+A scenario's application, if it brought one, is reachable as `app` (see `sim.scenarios`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class SimCluster:
         self.skews: dict[str, float] = dict.fromkeys(self.node_ids, 0.0)
         self.incarnations: dict[str, int] = dict.fromkeys(self.node_ids, 0)
         self.checkers: list[Checker] = []
+        self.app: Any = None
+        """The application a scenario runs on the nodes (`sim.app.SimApp`), if it brought one."""
         for checker in checkers:
             self.add_checker(checker)
         for n in self.node_ids:
@@ -138,7 +142,8 @@ class SimCluster:
     def add_checker(self, checker: Checker) -> None:
         self.checkers.append(checker)
         checker.attach(self)
-        self.trace.subscribe(checker.on_event)
+        # A checker may name the only events it looks at (`events`): the others skip it.
+        self.trace.subscribe(checker.on_event, getattr(checker, "events", None))
 
     @property
     def violations(self) -> list[str]:
@@ -237,6 +242,8 @@ class SimCluster:
         self._record(node_id, "crash", host.incarnation)
         host.node.stop()
         self.network.crashed(node_id)
+        for conn in list(host.clients.values()):
+            conn.server_crashed()
 
     def restart(self, node_id: str) -> None:
         """Boot a fresh incarnation of a crashed node (`build` runs again)."""

@@ -9,6 +9,10 @@ A crash kills the host: `alive` goes False and every event still pending for it 
 arrivals, link events -- is skipped when it comes due; the restarted node gets a fresh host (its
 incarnation number is one higher), so nothing of the old one leaks into the new. A paused host
 holds the events that come due (`held`) and the cluster replays them, in order, at resume.
+
+Client connections (`sim.client_net`) attach to one incarnation: envelopes a node sends to a
+`client:<conn_id>` pseudo-node have no peer link and go to the connection registered under that
+name in `clients` (looked up only after the peer-link lookup misses, so peer traffic pays nothing).
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from commy.messages import Envelope
 from sim.scheduler import Event, Scheduler
 
 if TYPE_CHECKING:
+    from sim.client_net import SimConnection
     from sim.network import Network, SimLink
 
 
 class SimHost:
     """One incarnation of a simulated node's runtime."""
 
-    __slots__ = ("_arrive", "_heap", "_net", "_next_seq", "_random", "_sched", "alive", "held", "incarnation", "links",
-                 "node", "node_id", "paused", "skew")
+    __slots__ = ("_arrive", "_heap", "_net", "_next_seq", "_random", "_sched", "alive", "clients", "held",
+                 "incarnation", "links", "node", "node_id", "paused", "skew")
 
     def __init__(self, node_id: str, incarnation: int, sched: Scheduler, net: Network, skew: float = 0.0) -> None:
         self.node_id = node_id
@@ -40,6 +45,7 @@ class SimHost:
         self.held: list[tuple[Callable[[Any], None], Any]] = []
         self.node: Node  # set by the cluster right after the Node is built on this host
         self.links: dict[str, SimLink] = {}  # outgoing links by destination; filled by the network
+        self.clients: dict[str, SimConnection] = {}  # client connections by pseudo-node "client:<conn_id>"
         self._sched = sched
         self._net = net
         # Bound once for the per-message path in `transmit`.
@@ -64,6 +70,10 @@ class SimHost:
             return
         link = self.links.get(env.receiver.node)
         if link is None:
+            conn = self.clients.get(env.receiver.node)
+            if conn is not None:  # a reply or event for a simulated client connected here
+                conn.from_server(env)
+                return
             # Like the TCP transport's `unroutable`: a node we have no link to (e.g. a rogue's
             # claimed id) is not reachable, and saying so is not a bug in the sender.
             self._net.unroutable(self.node_id, env)

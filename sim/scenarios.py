@@ -8,17 +8,22 @@ exactly `duration` simulated seconds, and `commy sim run NAME --seed N --nodes K
 replays it event for event.
 
 Add a scenario with `@scenario(name, description, nodes=..., duration=...)` on a plan function
-`(cluster, duration) -> None`.
+`(cluster, duration) -> None`. A scenario may bring its own application instead of the bare
+heartbeat monitors: `app=factory`, where `factory(node_ids, seed)` returns a `ScenarioApp` that
+builds each node, supplies the checkers, starts its clients once the cluster exists (the plan
+finds it as `cluster.app`) and reports failover times and metrics for the result. The cluster
+scenarios (`sim.cluster_scenarios`, full commy nodes with clients) are registered that way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from commy.core.heartbeat import HEARTBEAT, HeartbeatMonitor
 from commy.core.node import Node
-from sim.checkers import DETECTION_BOUND, DownDetection, heartbeat_checkers, peer_state
+from sim.checkers import DETECTION_BOUND, Checker, DownDetection, heartbeat_checkers, peer_state
 from sim.cluster import SimCluster
 from sim.network import LinkConfig
 from sim.timeline import Timeline
@@ -26,6 +31,21 @@ from sim.timeline import Timeline
 QUIESCE = 3.0
 
 Plan = Callable[[SimCluster, float], None]
+
+
+class ScenarioApp(Protocol):
+    """An application a scenario runs on its nodes (see `sim.app.SimApp`)."""
+
+    checkers: list[Checker]
+
+    def build(self, node: Node) -> None: ...
+    def start(self, cluster: SimCluster, duration: float, timeline: Timeline) -> None: ...
+    def failover_times(self) -> list[float]: ...
+    def metrics(self) -> dict[str, list[float]]: ...
+    def describe(self) -> str: ...
+
+
+AppFactory = Callable[[list[str], int], ScenarioApp]
 
 
 @dataclass(frozen=True)
@@ -38,6 +58,7 @@ class Scenario:
     net: LinkConfig
     min_nodes: int
     min_duration: float
+    app: AppFactory | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,10 @@ class ScenarioResult:
     replay_command: str
     detection_times: list[tuple[str, str, float, float]]
     """(observer, peer, fault time, seconds until the observer saw the peer DOWN)"""
+    failover_times: list[float] = field(default_factory=list)
+    """seconds from a node's failure until its clients worked again elsewhere (cluster scenarios)"""
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    """named samples (e.g. "replication_lag" in seconds) that `commy sim sweep` pools into percentiles"""
 
     @property
     def ok(self) -> bool:
@@ -72,11 +97,12 @@ def scenario(
     net: LinkConfig = LinkConfig(),
     min_nodes: int = 2,
     min_duration: float = QUIESCE + 3.0,
+    app: AppFactory | None = None,
 ) -> Callable[[Plan], Plan]:
     def register(plan: Plan) -> Plan:
         if name in _REGISTRY:
             raise ValueError(f"scenario {name!r} registered twice")
-        _REGISTRY[name] = Scenario(name, description, plan, nodes, duration, net, min_nodes, min_duration)
+        _REGISTRY[name] = Scenario(name, description, plan, nodes, duration, net, min_nodes, min_duration, app)
         return plan
 
     return register
@@ -91,6 +117,21 @@ def get_scenario(name: str) -> Scenario:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def resolve(name: str, nodes: int | None = None, duration: float | None = None) -> tuple[Scenario, int, float]:
+    """The scenario and the size and duration a run will use; ValueError names what is wrong.
+
+    `run_scenario` calls it, and `commy sim sweep` too, before starting any worker.
+    """
+    sc = get_scenario(name)
+    n = sc.nodes if nodes is None else nodes
+    d = sc.duration if duration is None else float(duration)
+    if n < sc.min_nodes:
+        raise ValueError(f"scenario {name} needs at least {sc.min_nodes} nodes, got {n}")
+    if not d >= sc.min_duration:
+        raise ValueError(f"scenario {name} needs a duration of at least {sc.min_duration:g} s, got {d:g}")
+    return sc, n, d
 
 
 def replay_command(name: str, seed: int, nodes: int, duration: float) -> str:
@@ -126,34 +167,35 @@ def run_scenario(
     on_cluster: Callable[[SimCluster], None] | None = None,
 ) -> ScenarioResult:
     """Run a scenario; `on_cluster(cluster)` is called before the run (to subscribe to its trace)."""
-    sc = get_scenario(name)
-    n = sc.nodes if nodes is None else nodes
-    d = sc.duration if duration is None else float(duration)
-    if n < sc.min_nodes:
-        raise ValueError(f"scenario {name} needs at least {sc.min_nodes} nodes, got {n}")
-    if not d >= sc.min_duration:
-        raise ValueError(f"scenario {name} needs a duration of at least {sc.min_duration:g} s, got {d:g}")
+    sc, n, d = resolve(name, nodes, duration)
     ids = [f"n{i}" for i in range(1, n + 1)]
 
     def build(node: Node) -> None:
         node.spawn(HEARTBEAT, lambda ctx: HeartbeatMonitor(ctx, ids))
 
-    checkers = heartbeat_checkers()
-    cluster = SimCluster(seed, ids, build, net=sc.net, checkers=checkers)
+    app = sc.app(ids, seed) if sc.app is not None else None
+    checkers = heartbeat_checkers() if app is None else app.checkers
+    cluster = SimCluster(seed, ids, build if app is None else app.build, net=sc.net, checkers=checkers)
     timeline = Timeline(cluster.trace, ids)
     timeline.add(0.0, f"start: {n} nodes ({ids[0]}..{ids[-1]}), {_describe_net(sc.net)}")
     if on_cluster is not None:
         on_cluster(cluster)
+    if app is not None:
+        app.start(cluster, d, timeline)
     sc.plan(cluster, d)
     cluster.run_until(d - QUIESCE)
     cluster.heal_and_quiesce(QUIESCE)
-    detections = next(c for c in checkers if isinstance(c, DownDetection)).detections
+    detections = next((c.detections for c in checkers if isinstance(c, DownDetection)), [])
+    if app is not None:
+        timeline.add(cluster.now, app.describe())
     return ScenarioResult(
         name=name, seed=seed, nodes=n, duration=d,
         timeline=timeline.lines(end=(cluster.now, _end_line(cluster))),
         violations=cluster.violations, trace_hash=cluster.trace.hash, delivered=cluster.delivered,
         events=cluster.trace.count, replay_command=replay_command(name, seed, n, d),
         detection_times=list(detections),
+        failover_times=app.failover_times() if app is not None else [],
+        metrics=app.metrics() if app is not None else {},
     )
 
 
@@ -222,3 +264,7 @@ def _chaos(cluster: SimCluster, duration: float) -> None:
     from sim.chaos import plan_chaos
 
     plan_chaos(cluster, until=duration - QUIESCE)
+
+
+# The cluster scenarios (full nodes with clients) register themselves with `@scenario` too.
+import sim.cluster_scenarios  # noqa: E402, F401  (after everything they import from here)
