@@ -210,8 +210,8 @@ async def scenario(cluster: LocalCluster) -> None:
                     f"{c.moved[0] - killed:.2f} s; first acknowledged write there after {at - killed:.2f} s")
             else:
                 say(f"  {c.name} (on {c.home}) stayed; its first write sent after the kill was acknowledged "
-                    f"after {at - killed:.2f} s (replicated writes sent to {victim.node_id} "
-                    "before it was declared down wait for its ack until the write timeout)")
+                    f"after {at - killed:.2f} s (a replicated write waits for {victim.node_id}'s ack until "
+                    "it is declared down, then goes to another holder)")
         await asyncio.sleep(LOAD_AFTER)
     finally:
         stop.set()

@@ -345,8 +345,13 @@ class Connection:
             self._stable.set()
 
     async def migrate(self, target_url: str, ack: Message) -> None:
-        """The server asked us to move: acknowledge, then reconnect with `target_url` tried first."""
-        self._preferred = target_url
+        """The server asked us to move: acknowledge, then reconnect with `target_url` tried first --
+        if it uses the scheme of the URL we are on: a server must not talk us from wss:// down to
+        ws://, where the token would cross the network in clear."""
+        if target_url.partition("://")[0] == (self.url or "").partition("://")[0]:
+            self._preferred = target_url
+        else:
+            log.warning("commy client: ignoring a move to %s (not the scheme of %s)", target_url, self.url)
         ws = self._ws
         if ws is None:
             return

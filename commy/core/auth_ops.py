@@ -292,7 +292,10 @@ class AuthOps(HubBase):
         perms = self._resume_tenants(conn, client, request, record)
         follow = self._resume_follow(conn, client, request, record, perms)
         missed = self._missed(follow, request)  # the last check: nothing has changed before it
-        sid = msg.session_id or self.ctx.new_id()
+        # With a session sync, an id it has no record of is not taken on trust: the client gets a fresh
+        # one (the SDK adopts it), so nobody can take over another client's session record by its id.
+        known = record is not None or found is None
+        sid = msg.session_id if msg.session_id and known else self.ctx.new_id()
         key_id = claims.token_id.split("-", 1)[0]
         for tenant, held in sorted(perms.items()):
             old = conn.sessions.get(tenant)

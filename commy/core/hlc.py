@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from commy.errors import LocalProtocolError
 
-__all__ = ["LOGICAL_BITS", "MAX_LOGICAL", "MAX_MILLIS", "MAX_ORIGIN", "HybridClock", "logical_of", "make_stamp",
-           "millis_of", "origin_of"]
+__all__ = ["LOGICAL_BITS", "MAX_AHEAD_MS", "MAX_LOGICAL", "MAX_MILLIS", "MAX_ORIGIN", "HybridClock", "logical_of",
+           "make_stamp", "millis_of", "origin_of"]
 
 ORIGIN_BITS = 8
 LOGICAL_BITS = 12
@@ -29,6 +29,9 @@ MAX_ORIGIN = (1 << ORIGIN_BITS) - 1
 MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
 MAX_MILLIS = (1 << (64 - MILLIS_SHIFT)) - 1
 MAX_STAMP = (1 << 64) - 1
+MAX_AHEAD_MS = 60_000
+"""How far ahead of the local wall clock an observed stamp may be: clocks in a cluster are kept
+within milliseconds by NTP; a minute ahead is a broken clock or a forged stamp, not skew."""
 _ONE_LOGICAL = 1 << ORIGIN_BITS
 _NO_ORIGIN = MAX_STAMP ^ MAX_ORIGIN  # mask that clears the origin byte
 
@@ -89,7 +92,19 @@ class HybridClock:
         self.last = stamp
         return stamp
 
-    def observe(self, stamp: int) -> None:
-        """Note a stamp made elsewhere (a remote write, a file's clocks): later ticks go above it."""
-        if _check_stamp(stamp) > self.last:
-            self.last = stamp
+    def observe(self, stamp: int) -> bool:
+        """Note a stamp made elsewhere (a remote write, a file's clocks): later ticks go above it.
+
+        A stamp more than `MAX_AHEAD_MS` ahead of this node's wall clock is not taken (returns
+        False): one node with a wild clock -- or a forged stamp near 2**64 -- would otherwise drag
+        every clock of the cluster with it, for good. The caller decides what to do with its write."""
+        if _check_stamp(stamp) <= self.last:
+            return True
+        if (stamp >> MILLIS_SHIFT) - int(self._now() * 1000) > MAX_AHEAD_MS:
+            return False
+        self.last = stamp
+        return True
+
+    def plausible(self, stamp: int) -> bool:
+        """Whether `stamp` is within `MAX_AHEAD_MS` of this node's wall clock (or behind it)."""
+        return (stamp >> MILLIS_SHIFT) - int(self._now() * 1000) <= MAX_AHEAD_MS

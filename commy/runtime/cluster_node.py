@@ -100,6 +100,9 @@ async def start_cluster_node(config: ClusterConfig, node_id: str, *, seed: int |
     """Start node `node_id` of `config` on the running loop."""
     from commy.runtime.server import server_ssl_context, start_server
 
+    if config.conflict == "merge" and merge is None:
+        raise ValueError(f"{config.path or 'the configuration'}: cluster.conflict: \"merge\" needs the merge "
+                         "function, given in code: start the node with start_cluster_node(..., merge=fn)")
     me = config.node(node_id)
     folder = Path(me.data)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -154,6 +154,12 @@ def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
 
     config = load_cluster_config(args.config)  # a ConfigError is a ValueError naming the file and key
     config.node(args.node)
+    if config.conflict == "merge":
+        raise ValueError(f"{args.config}: cluster.conflict: \"merge\" needs a merge function given in code "
+                         "(commy.runtime.cluster_node.start_cluster_node(..., merge=fn)); commy serve cannot run it")
+    if args.honeypot or args.data != DEFAULT_DATA or args.listen != parse_address(DEFAULT_LISTEN):
+        raise ValueError("--data, --listen and --honeypot do not apply with --config: the node's data folder "
+                         "and addresses come from the configuration")
     return config
 
 

@@ -119,6 +119,7 @@ class TcpTransport:
         self._rng = random.Random(node.rng.getrandbits(64))  # jitter, from the node's seeded stream
         self._server: asyncio.Server | None = None
         self._conns: set[Connection] = set()  # every connection object not yet lost
+        self._handshaking: dict[Connection, None] = {}  # accepted, handshake not done; oldest first
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._closing = False
@@ -254,6 +255,7 @@ class TcpTransport:
     # ---- connection events (from tcp_conn.Connection)
 
     def conn_ready(self, conn: Connection) -> None:
+        self._handshaking.pop(conn, None)
         if self._closing:
             conn.abort("closed", "transport closing")
             return
@@ -282,16 +284,23 @@ class TcpTransport:
         self._conns.add(conn)
         if self._closing:
             conn.abort("closed", "transport closing")
-        elif not conn.outbound and self._unidentified() > self.config.max_unidentified:
-            # Strangers that connect and say nothing must not pile up; known peers are unaffected.
-            self.stats.refused += 1
-            conn.abort("refused", "too many connections waiting for their handshake")
+        elif not conn.outbound:
+            # Strangers that connect and say nothing must not pile up. The oldest waiting one goes,
+            # not the newest: a real peer finishes its handshake in milliseconds, so a flood of
+            # idle sockets cannot keep it out (it would have to outpace every handshake).
+            self._handshaking[conn] = None
+            if len(self._handshaking) > self.config.max_unidentified:
+                oldest = next(iter(self._handshaking))
+                del self._handshaking[oldest]
+                self.stats.refused += 1
+                oldest.abort("refused", "too many connections waiting for their handshake")
 
     def _unidentified(self) -> int:
-        return sum(1 for c in self._conns if not (c.ready or c.outbound))
+        return len(self._handshaking)
 
     def conn_lost(self, conn: Connection) -> None:
         self._conns.discard(conn)
+        self._handshaking.pop(conn, None)
 
     def conn_gone(self, conn: Connection, reason: str, detail: str) -> None:
         failure = conn.link.failure

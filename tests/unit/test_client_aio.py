@@ -233,6 +233,20 @@ def test_client_migration_acks_and_moves_to_the_target() -> None:
     arun(main())
 
 
+def test_a_move_to_another_scheme_is_acknowledged_but_not_followed() -> None:
+    async def main() -> None:
+        async with FakeServer() as old:
+            client = await client_of(old, backoff=(0.01, 0.05))
+            url = client.connection.url
+            await old.push(ClientMigration("s1", "alice", "n2", "wss://elsewhere:1", MigrationReason.DRAINING))
+            assert await until(lambda: bool(old.requests(ClientMigrationAck)), 5)
+            # ws:// to wss:// or back: a server could downgrade a client to clear text; it reconnects
+            # through its own list instead (here: the same server).
+            assert await until(lambda: client.connection.connected and client.connection.url == url, 5)
+            await client.close()
+    arun(main())
+
+
 def test_admin_operations() -> None:
     async def main() -> None:
         async with FakeServer(keys={"root": "admin"}) as srv, AsyncClient.connect(srv.url) as client:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from commy.core.hlc import (
+    MAX_AHEAD_MS,
     MAX_LOGICAL,
     MAX_MILLIS,
     MAX_ORIGIN,
@@ -94,8 +95,10 @@ def test_a_tick_is_above_everything_issued_or_observed(index: int, ops: list[tup
     for is_observe, stamp, step in ops:
         wall.t += step
         if is_observe and stamp < (MAX_MILLIS - 1) << 20:  # leave room to tick after it
-            clock.observe(stamp)
-            newest = max(newest, stamp)
+            taken = clock.observe(stamp)
+            assert taken == (stamp <= newest or clock.plausible(stamp))  # a wild future stamp is refused
+            if taken:
+                newest = max(newest, stamp)
             assert clock.last == newest
         else:
             newest = clock.tick()
@@ -105,11 +108,20 @@ def test_a_tick_is_above_everything_issued_or_observed(index: int, ops: list[tup
 
 
 def test_observe_ignores_older_stamps() -> None:
+    ms = int(NOW * 1000) + 10
     clock = HybridClock(1, Wall())
-    clock.observe(make_stamp(10**13, 3, 9))
-    clock.observe(make_stamp(10**13, 2, 200))
-    assert clock.last == make_stamp(10**13, 3, 9)
-    assert clock.tick() == make_stamp(10**13, 4, 1)  # the remote ms, one logical step on, our origin
+    clock.observe(make_stamp(ms, 3, 9))
+    clock.observe(make_stamp(ms, 2, 200))
+    assert clock.last == make_stamp(ms, 3, 9)
+    assert clock.tick() == make_stamp(ms, 4, 1)  # the remote ms, one logical step on, our origin
+
+
+def test_a_stamp_more_than_a_minute_ahead_is_not_observed() -> None:
+    clock = HybridClock(1, Wall())
+    assert not clock.observe(make_stamp(int(NOW * 1000) + MAX_AHEAD_MS + 1, 0, 2))
+    assert not clock.observe((1 << 64) - 1)  # a forged stamp would pin every clock of the cluster
+    assert clock.last == 0 and millis_of(clock.tick()) == int(NOW * 1000)
+    assert clock.observe(make_stamp(int(NOW * 1000) + MAX_AHEAD_MS, 0, 2))  # a minute of skew is followed
 
 
 def test_a_stamp_from_the_future_is_followed_then_the_wall_takes_over() -> None:
@@ -156,6 +168,7 @@ def test_bad_arguments() -> None:
     for stamp in (-1, 1 << 64, 2.0, None):
         with pytest.raises(LocalProtocolError):
             clock.observe(stamp)  # type: ignore[arg-type]
-    clock.observe(make_stamp(MAX_MILLIS, MAX_LOGICAL, 1))
+    late = HybridClock(0, Wall(MAX_MILLIS / 1000))  # the year 2527
+    late.observe(make_stamp(MAX_MILLIS, MAX_LOGICAL, 1))
     with pytest.raises(LocalProtocolError, match="overflow"):
-        clock.tick()
+        late.tick()

@@ -252,6 +252,16 @@ def test_another_clients_session_id_is_refused() -> None:
     assert code(reply) == FORBIDDEN
 
 
+def test_a_session_id_the_cluster_has_no_record_of_is_replaced_by_a_fresh_one() -> None:
+    c = Cluster()
+    key = c.setup("acme", "alice", frozenset({"write"}), "svc")
+    auth = c.login("n1", c.connect("n1"), "acme", key)
+    guessed = "f" * 32  # someone else's session, perhaps: its record must not be taken over
+    reply = c.ask("n2", c.connect("n2"), Resume(guessed, auth.token, (ServiceVersions("acme", "svc", ()),)))
+    assert isinstance(reply, ResumeResponse) and reply.tenants == ("acme",)
+    assert reply.session_id not in (guessed, "")
+
+
 def test_without_a_session_sync_the_resume_goes_on_after_a_while() -> None:
     c = Cluster(session_sync=False)
     key = c.setup("acme", "alice", frozenset({"write"}), "svc")

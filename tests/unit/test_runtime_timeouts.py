@@ -125,7 +125,7 @@ def test_a_connection_that_never_starts_the_handshake_is_dropped() -> None:
     run(main())
 
 
-def test_silent_strangers_beyond_the_cap_are_refused_and_peers_still_connect() -> None:
+def test_silent_strangers_beyond_the_cap_are_evicted_oldest_first_and_peers_still_connect() -> None:
     async def main() -> None:
         a = await start_node("a", (LOOPBACK, 0), secret=SECRET, heartbeat=None, actors={PROBE: Probe},
                              tcp=TcpConfig(max_unidentified=3))
@@ -134,13 +134,14 @@ def test_silent_strangers_beyond_the_cap_are_refused_and_peers_still_connect() -
             for _ in range(6):
                 writers.append((await asyncio.open_connection(*a.address))[1])
             assert await until(lambda: a.transport.stats.refused == 3, 2.0)
-            for w in writers:  # the strangers leave, freeing their slots ...
-                w.close()
-            assert await until(lambda: a.transport.open_connections() == 0, 2.0)
+            assert await until(lambda: a.transport.open_connections() == 3, 2.0)
+            # The three newest strangers still hold every slot, and stay: a real peer gets in anyway,
+            # because the oldest stranger makes room for it.
             reader, writer = await asyncio.open_connection(*a.address)
             writers.append(writer)
-            await handshake(link_as("z", "a"), reader, writer)  # ... and now a real peer gets in
+            await handshake(link_as("z", "a"), reader, writer)
             assert await until(lambda: any(isinstance(m, LinkUp) for m in probe(a).link_events), 2.0)
+            assert a.transport.stats.refused == 4
         finally:
             for w in writers:
                 w.close()
