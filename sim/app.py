@@ -198,7 +198,7 @@ class SimApp:
         catalog = Catalog.restore(disk.catalog, kdf=CHEAP_KDF, entropy=entropy)
         node.spawn(DISK, lambda ctx: DiskKeeper(ctx, disk))
         # The production wiring (`commy.runtime.cluster_node`), minus the TCP transport.
-        spawn_members(node, self.cluster_config, me, disk.store, clock, catalog.snapshot(), None)
+        spawn_members(node, self.cluster_config, me, disk.store, clock, catalog, None)
         replicator = node.actors[REPLICATOR]
         if isinstance(replicator, Replicator):  # settings a cluster file does not carry (sync sizes)
             rep = self.replication

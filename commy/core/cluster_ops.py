@@ -9,6 +9,12 @@ node sees live is refused with `unavailable` *before* anything is written, so a 
 never exists anywhere: `quorum` needs a majority of the configured nodes (this one included),
 `replicated` needs `replication_factor - 1` live peers.
 
+Right after the node starts, its clock may be behind the stamps it issued before a restart (a
+lost disk, a wall clock gone back): the replicator says so (`ClockCatchingUp`) until the peers'
+digests brought the clock up to date (`ClockSynced`). Meanwhile every write is refused with
+`unavailable` before anything is written ("catching up: retry"), and direct writes into mapped
+files wait unstamped for the first poll after. A single server is never held back.
+
 The replicator hands back writes that other nodes made and that won here (`RemoteWrites`): the hub
 announces them to its subscribers like its own. A peer's catalog arrives as `MergeCatalog`; after
 the merge every open session is checked against it again (`reconcile`), so a revocation, a logout
@@ -31,6 +37,8 @@ from commy.core.sessions import ClientConn, SessionState
 from commy.errors import UNAVAILABLE, RemoteProtocolError
 from commy.messages import (
     Address,
+    ClockCatchingUp,
+    ClockSynced,
     EnsureService,
     Envelope,
     Error,
@@ -62,6 +70,21 @@ class ClusterOps(AdminOps):
     @handles(MemberLeft)
     def _member_left(self, msg: MemberLeft, env: Envelope) -> None:
         self.live_peers.discard(msg.node_id)
+
+    # ---- the clock catching up at start
+
+    @handles(ClockCatchingUp)
+    def _catching_up(self, msg: ClockCatchingUp, env: Envelope) -> None:
+        if self.cluster is not None:  # a single server has no peers to catch up with
+            self.catching_up_since = msg.since
+            self.ctx.log.info("clock_catching_up")
+
+    @handles(ClockSynced)
+    def _clock_synced(self, msg: ClockSynced, env: Envelope) -> None:
+        if self.catching_up_since is not None:
+            self.catching_up_since = None
+            self.ctx.log.info("writes_accepted", waited=round(msg.waited, 3), complete=msg.complete)
+            # (direct writes into mapped files made meanwhile are stamped by the next local poll)
 
     def refuse(self, conn: ClientConn, env: Envelope, code: str, detail: str) -> None:
         """`unavailable` (a write concern the cluster cannot meet now, a node that drains) is not

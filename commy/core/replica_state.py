@@ -37,7 +37,7 @@ REPLICATOR = "replicator"
 RULES = ("lww", "priority", "merge")
 CONCERNS = ("local", "replicated", "quorum")
 STAT_NAMES = ("writes_streamed", "applied", "duplicates", "conflicts", "gaps", "syncs", "transfers", "bad_chunks",
-              "transfer_resumes", "concern_timeouts")
+              "transfer_resumes", "concern_timeouts", "resends")
 LAG_SAMPLES = 10_000
 MAX_ORIGIN = 255
 MAX_STAMP = (1 << 64) - 1
@@ -199,6 +199,7 @@ class PendingConcern:
     timer: TimerId | None = None
     acked: set[str] = field(default_factory=set)
     sent: list[int] = field(default_factory=list)  # the msg ids of its Replicate messages
+    batch: int = 0  # the ReplicateResend batch that sends its Replicate again (0: none)
 
 
 @dataclass

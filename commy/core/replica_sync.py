@@ -13,7 +13,20 @@ the requester fetches a snapshot in chunks (`commy.core.transfer`); the responde
 applied only with the snapshot's contents, never before.
 
 `EnsureService` (a client opened a service this node has no file for) asks every live peer known
-to hold it for everything, and answers `ServiceReady` once all answered or `ensure_timeout` passed.
+to hold it for everything, and answers `ServiceReady` as soon as one of them answered with state
+(the others' answers, if any, are applied when they come, and anti-entropy does the rest), or once
+all answered without any, or when `ensure_timeout` passed -- a holder that crashed and is not yet
+seen DOWN must not hold the client up.
+
+Catching up at start. A node that restarts may have lost its disk while its wall clock went back:
+stamps it makes then could sort below the ones its previous incarnation issued, which the peers'
+version vectors cover -- they would drop its new writes as duplicates. So after `started` the
+clock is "catching up": every digest's clocks are observed into it, and once a digest came from
+every peer that may be alive (live, or a member not seen down) -- or after `CATCH_UP_INTERVALS`
+anti-entropy intervals when they do not all answer -- the replicator publishes `ClockSynced`.
+Until then the hub (told by `ClockCatchingUp`) refuses writes. A one-node cluster never waits.
+A peer that becomes live gets this node's digest at once, not at the next tick: a (re)started
+node hears from each peer as soon as that peer hears it, so the wait is about one heartbeat round.
 """
 
 from __future__ import annotations
@@ -39,6 +52,9 @@ from commy.core.transfer import MAX_CHUNK, IncomingTransfer, SnapshotCache, Step
 from commy.errors import RemoteProtocolError
 from commy.messages import (
     Address,
+    ClockCatchingUp,
+    ClockCatchUpTimer,
+    ClockSynced,
     ConcernTimeout,
     EnsureService,
     Envelope,
@@ -56,6 +72,8 @@ from commy.messages import (
     WriteRecord,
 )
 
+CATCH_UP_INTERVALS = 3  # anti-entropy intervals a starting node waits at most for its peers' digests
+
 
 class ReplicaSync(Actor):
     """Mixin of `Replicator` (see `commy.core.replication`): what pulls state from peers."""
@@ -71,11 +89,17 @@ class ReplicaSync(Actor):
     snapshots: SnapshotCache
     incoming: dict[str, IncomingTransfer]
     stats: dict[str, int]
+    members: dict[str, MemberInfo]
+    live: set[str]
+    gone: set[str]
+    catching_up_since: float | None
+    digested: set[str]
 
     if TYPE_CHECKING:  # provided by Replicator
         def live_members(self) -> list[str]: ...
         def is_replica(self, key: Key, also: str = "") -> bool: ...
         def held(self) -> list[Key]: ...
+        def known(self, key: Key) -> bool: ...
         def state(self, key: Key) -> ServiceState: ...
         def new_ref(self) -> int: ...
         def apply(self, key: Key, handle: ServiceHandle, w: WriteRecord, context: dict[int, int],
@@ -88,13 +112,17 @@ class ReplicaSync(Actor):
     def _tick(self, msg: ReplicationTick, env: Envelope) -> None:
         now = self.ctx.now()
         self.snapshots.prune(now)
-        peers = self.live_members()
+        self.send_digest(self.live_members())
+        self.ctx.set_timer(self.config.anti_entropy_interval, ReplicationTick())
+        self.check_caught_up()  # the bounded wait may be over
+
+    def send_digest(self, peers: list[str]) -> None:
+        """Every service this node holds, with its version vector, to each of `peers`."""
         if peers:
             digest = ServiceDigest(tuple(ServiceClocks(t, s, clocks_to(self.store.open(t, s).clocks()))
                                          for t, s in self.held()))
             for peer in peers:
                 self.ctx.send(Address(peer, REPLICATOR), digest)
-        self.ctx.set_timer(self.config.anti_entropy_interval, ReplicationTick())
 
     @handles(ServiceDigest)
     def _digest(self, msg: ServiceDigest, env: Envelope) -> None:
@@ -105,12 +133,48 @@ class ReplicaSync(Actor):
             theirs = clocks_from(sc.clocks)
             if theirs:  # later stamps here sort after theirs (a restart with a lost disk and a slow clock)
                 self.clock.observe(max(theirs.values()))
+            if not self.known(key):
+                continue  # deleted here (or not in this node's catalog yet): never pulled back
             if self.store.exists(*key):
                 ours = self.store.open(*key).clocks()
                 if any(s > ours.get(o, 0) for o, s in theirs.items()):
                     self.request_sync(key, peer, ours)
             elif self.is_replica(key, also=peer):
                 self.request_sync(key, peer, {})
+        if self.catching_up_since is not None:
+            self.digested.add(peer)
+            self.check_caught_up()
+
+    # ---- catching up at start
+
+    def start_catch_up(self) -> None:
+        """From `started`: stamps wait for the peers' digests (not in a one-node cluster)."""
+        if self.config.cluster_size > 1:
+            self.catching_up_since = self.ctx.now()
+            self.ctx.set_timer(0.0, ClockCatchUpTimer())
+
+    @handles(ClockCatchUpTimer)
+    def _announce_catch_up(self, msg: ClockCatchUpTimer, env: Envelope) -> None:
+        if self.catching_up_since is not None:
+            self.ctx.publish(ClockCatchingUp(self.catching_up_since))
+
+    def check_caught_up(self) -> None:
+        """Publish `ClockSynced` once every peer that may be alive sent a digest, or the wait is over.
+
+        A peer may be alive if the heartbeat monitor hears it, or it is a member not seen down yet
+        (not heard *yet*: the first heartbeat rounds are still under way)."""
+        since = self.catching_up_since
+        if since is None:
+            return
+        waiting = ({*self.members, *self.live} - self.gone) - self.digested
+        complete = bool(self.digested) and not waiting
+        waited = self.ctx.now() - since
+        if not complete and waited < CATCH_UP_INTERVALS * self.config.anti_entropy_interval:
+            return
+        self.catching_up_since = None
+        self.ctx.log.info("clock_synced", waited=round(waited, 3), complete=complete, digests=sorted(self.digested),
+                          missing=sorted(waiting))
+        self.ctx.publish(ClockSynced(waited, complete))
 
     def request_sync(self, key: Key, peer: str, ours: dict[int, int]) -> None:
         """Ask `peer` for what this node lacks of the service, unless a sync is in flight already."""
@@ -161,7 +225,7 @@ class ReplicaSync(Actor):
         """Apply a sync answer (or a transferred snapshot): its entries, then its version vector."""
         key = (msg.tenant, msg.service)
         theirs = clocks_from(msg.clocks)
-        fetched = bool(msg.entries or theirs)
+        fetched = bool(msg.entries or theirs) and self.known(key)
         if fetched:
             handle = self.store.open(*key, create=True)
             changes: list[VariableChanged] = []
@@ -307,7 +371,9 @@ class ReplicaSync(Actor):
             return
         pending.waiting.discard(peer)
         pending.fetched |= fetched
-        if not pending.waiting:
+        # One holder's state is enough to serve: waiting for the rest would hold the client up as
+        # long as a holder that crashed and is not seen DOWN yet stays silent (ensure_timeout).
+        if fetched or not pending.waiting:
             self.finish_ensure(key)
 
     def finish_ensure(self, key: Key) -> None:

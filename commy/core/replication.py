@@ -10,7 +10,9 @@ file's version vector), raises that entry, and sends one `Replicate` to every li
 concern `replicated` it waits for an ack from every holder sent to (at least replication_factor
 - 1), for `quorum` from a majority of the cluster minus itself (asking extra live members when the
 holders are too few); then it answers the client, or after `write_timeout` tells it the outcome is
-unknown -- the write is here, whether the replicas have it nobody knows.
+unknown -- the write is here, whether the replicas have it nobody knows. While a concern waits,
+its `Replicate` goes again every `write_timeout / 4` to the holders that have not acked it (the
+message or its ack was lost); a receiver skips the writes it has and acks again.
 
 Applying. A write whose stamp the version vector already covers is a duplicate. Any other is
 applied by the conflict rule (`Resolver`); it is a conflict (counted) when the variable's current
@@ -24,7 +26,7 @@ Anti-entropy, sync, snapshot transfers and resurrection are in `commy.core.repli
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from commy.core.actor import Context, TimerId, handles
@@ -62,6 +64,7 @@ from commy.messages import (
     RemoteWrites,
     Replicate,
     ReplicateAck,
+    ReplicateResend,
     ReplicationFlush,
     ReplicationTick,
     VariableChanged,
@@ -78,8 +81,12 @@ __all__ = ["REPLICATOR", "ReplicationConfig", "Replicator"]
 
 class Replicator(ReplicaSync):
     def __init__(self, ctx: Context, *, store: ServiceStore, clock: HybridClock, me: MemberInfo,
-                 config: ReplicationConfig, merge: Merge | None = None) -> None:
+                 config: ReplicationConfig, merge: Merge | None = None,
+                 exists: Callable[[str, str], bool] | None = None) -> None:
         super().__init__(ctx)
+        # Whether the node's catalog has a service: a copy is kept only of what it has, so a service
+        # deleted here is not brought back by a peer that has not heard of the deletion yet.
+        self.exists = exists
         if clock.index != me.index:
             raise LocalProtocolError(f"clock index {clock.index} is not this member's index {me.index}")
         self.store = store
@@ -97,12 +104,16 @@ class Replicator(ReplicaSync):
         self.flush_timer: TimerId | None = None
         self.ensures: dict[Key, PendingEnsure] = {}
         self.ensure_refs: dict[int, Key] = {}  # ConcernTimeout refs that belong to ensures
+        self.batches: dict[int, tuple[list[int], TimerId]] = {}  # ReplicateResend batch -> its concerns, its timer
         self.snapshots = SnapshotCache(config.snapshot_ttl)
         self.incoming: dict[str, IncomingTransfer] = {}
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
         self.lag_samples: deque[float] = deque(maxlen=LAG_SAMPLES)
         """Seconds from a remote write's stamp to its apply here (stamp clocks differ by any skew)."""
         self._next_ref = 1
+        self.gone: set[str] = set()  # peers seen down or gone (catching up waits for the others' digests)
+        self.catching_up_since: float | None = None  # see ReplicaSync.start_catch_up
+        self.digested: set[str] = set()  # peers whose digest came while catching up
 
     def started(self) -> None:
         # Stamps issued after a restart must sort after everything already on disk.
@@ -110,6 +121,7 @@ class Replicator(ReplicaSync):
             for stamp in self.store.open(tenant, service).clocks().values():
                 self.clock.observe(stamp)
         self.ctx.set_timer(self.ctx.rng.uniform(0, self.config.anti_entropy_interval), ReplicationTick())
+        self.start_catch_up()
 
     # ---- who is out there
 
@@ -122,16 +134,23 @@ class Replicator(ReplicaSync):
     def _member_left(self, msg: MemberLeft, env: Envelope) -> None:
         self.members.pop(msg.node_id, None)
         self.live.discard(msg.node_id)
+        self.gone.add(msg.node_id)
         self.holdings.pop(msg.node_id, None)
         self._target_lost(msg.node_id)
+        self.check_caught_up()
 
     @handles(PeerStateChanged)
     def _peer_state(self, msg: PeerStateChanged, env: Envelope) -> None:
         if msg.new in LIVE_STATES:
+            if msg.old not in LIVE_STATES and msg.peer in self.members:  # back or new: it may be catching up
+                self.send_digest([msg.peer])
             self.live.add(msg.peer)
+            self.gone.discard(msg.peer)
         else:
             self.live.discard(msg.peer)
+            self.gone.add(msg.peer)
             self._target_lost(msg.peer)
+            self.check_caught_up()
 
     def _target_lost(self, peer: str) -> None:
         """Writes waiting for `peer`'s ack stop waiting for it: they go to the service's new holders
@@ -170,6 +189,10 @@ class Replicator(ReplicaSync):
         a digest's sender may be heard before the heartbeat monitor says so)."""
         live = [*self.live_members(), self.me.node_id, *([also] if also in self.members else [])]
         return self.me.node_id in rendezvous(key[0], key[1], live, self.config.replication_factor)
+
+    def known(self, key: Key) -> bool:
+        """Whether the catalog has this service (always, without a catalog to ask)."""
+        return self.exists is None or self.exists(*key)
 
     def held(self) -> list[Key]:
         return [(t, s) for t in self.store.tenants() for s in self.store.services(t)]
@@ -238,6 +261,12 @@ class Replicator(ReplicaSync):
                     self.concerns[ref].sent.append(msg_id)
         for ref in refs:
             self._check_concern(ref)
+        waiting = [ref for ref in refs if ref in self.concerns]  # not answered at once
+        if waiting:  # sent again until acked: a lost Replicate or ack must not cost the whole write_timeout
+            batch = self.new_ref()
+            self.batches[batch] = (waiting, self.ctx.set_timer(self.config.write_timeout / 4, ReplicateResend(batch)))
+            for ref in waiting:
+                self.concerns[ref].batch = batch
 
     def _concern(self, msg: WritesMade, targets: list[str]) -> int | None:
         """Register what `msg`'s concern waits for (extending `targets` for a quorum); its ref."""
@@ -257,6 +286,26 @@ class Replicator(ReplicaSync):
         if needed > 0:
             self.concerns[ref].timer = self.ctx.set_timer(cfg.write_timeout, ConcernTimeout(ref))
         return ref
+
+    @handles(ReplicateResend)
+    def _resend(self, msg: ReplicateResend, env: Envelope) -> None:
+        """The batch's Replicate again, to each target some concern of it still waits for."""
+        batch = self.batches.pop(msg.batch, None)
+        refs = [ref for ref in batch[0] if ref in self.concerns] if batch is not None else []
+        if not refs or (out := self.concerns[refs[0]].message) is None:
+            return  # every concern of the batch was answered or timed out
+        missing: dict[str, list[int]] = {}
+        for ref in refs:
+            concern = self.concerns[ref]
+            for node in sorted(concern.targets - concern.acked):
+                missing.setdefault(node, []).append(ref)
+        for node, waiting in missing.items():  # a target seen down is out of `targets` (`_target_lost`)
+            msg_id = self.ctx.send(Address(node, REPLICATOR), out)
+            self.awaiting[msg_id] = waiting
+            for ref in waiting:
+                self.concerns[ref].sent.append(msg_id)
+        self.stats["resends"] += len(missing)
+        self.batches[msg.batch] = (refs, self.ctx.set_timer(self.config.write_timeout / 4, msg))
 
     @handles(ReplicateAck)
     def _ack(self, msg: ReplicateAck, env: Envelope) -> None:
@@ -278,8 +327,17 @@ class Replicator(ReplicaSync):
         concern = self.concerns.pop(ref)
         if concern.timer is not None:
             self.ctx.cancel(concern.timer)
-        for msg_id in concern.sent:
-            self.awaiting.pop(msg_id, None)
+        for msg_id in concern.sent:  # only this concern stops waiting: a batch carries others too
+            refs = self.awaiting.get(msg_id)
+            if refs is not None:
+                if ref in refs:
+                    refs.remove(ref)
+                if not refs:
+                    del self.awaiting[msg_id]
+        batch = self.batches.get(concern.batch)
+        if batch is not None and not any(r in self.concerns for r in batch[0]):
+            del self.batches[concern.batch]  # nothing of it waits any more: no resends
+            self.ctx.cancel(batch[1])
         return concern
 
     @handles(ConcernTimeout)
@@ -302,6 +360,11 @@ class Replicator(ReplicaSync):
     @handles(Replicate)
     def _replicate(self, msg: Replicate, env: Envelope) -> None:
         key = (msg.tenant, msg.service)
+        if not self.known(key):
+            # Deleted here, or created so recently its catalog record has not come: no ack, so the
+            # sender resends (by then the record is here) or, for a deleted one, gives up.
+            self.ctx.log.info("replicate_unknown_service", tenant=key[0], service=key[1], peer=env.sender.node)
+            return
         context = clocks_from(msg.context)
         handle = self.store.open(*key, create=True)
         vv = handle.clocks()

@@ -81,6 +81,14 @@ class VariableOps(HubBase):
 
     # ---- write concerns (a cluster's; see `commy.core.cluster_ops`)
 
+    catching_up_since: float | None = None
+    """When the node started, while its clock catches up with its peers' (cluster only): no stamps."""
+
+    def refuse_catching_up(self, since: float) -> None:
+        waited = max(0, round((self.ctx.now() - since) * 1000))
+        raise RemoteProtocolError(f"this node started {waited} ms ago and is catching up with its peers: retry "
+                                  "(nothing was written)", UNAVAILABLE)
+
     def concern_of(self, requested: str) -> str:
         if requested == "":
             return self.cluster.default_concern if self.cluster is not None else "local"
@@ -122,6 +130,8 @@ class VariableOps(HubBase):
         session = self.require(conn, tenant, Permission.VARIABLE_WRITE)
         concern = msg.concern
         if concern != "local" or self.replicator is not None:
+            if self.catching_up_since is not None:  # stamps made now could sort below older ones of this node
+                self.refuse_catching_up(self.catching_up_since)
             concern = self.concern_of(concern)
             self.check_available(concern)  # refused before anything is written
         if len(variables) > self.config.max_names:
@@ -272,8 +282,8 @@ class VariableOps(HubBase):
 
     def poll_one(self, key: tuple[str, str]) -> None:
         slots, seen = self.slots.get(key), self.seen.get(key)
-        if slots is None or seen is None:
-            return
+        if slots is None or seen is None or self.catching_up_since is not None:
+            return  # (catching up: no stamps yet; the change mark stays, so the first poll after sees them)
         handle = self.store.open(*key)
         mark = handle.change_mark()
         if mark == self.marks.get(key):

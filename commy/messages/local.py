@@ -305,3 +305,41 @@ class SessionResyncTick(Message):
 class ReplicationFlush(Message):
     """Timer (zero delay): stream the writes gathered during this turn of the loop, one `Replicate`
     per service and target instead of one per client request."""
+
+
+@message(1050, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ClockCatchingUp(Message):
+    """Replicator -> hub (published): the node started at `since` (ctx.now()) and its clock is catching
+    up with its peers'. A restart may have lost the disk while the wall clock went back: stamps made
+    now could sort below the ones this node issued before, which peers would drop as duplicates. The
+    hub refuses writes (`unavailable`) and leaves local mapped writes unstamped until `ClockSynced`."""
+
+    since: float
+
+
+@message(1051, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ClockSynced(Message):
+    """Replicator -> hub (published): the clock has observed a digest from every live peer
+    (`complete`), or the bounded wait ended without (`complete` false): writes may be stamped again.
+    `waited`: seconds since the node started."""
+
+    waited: float
+    complete: bool
+
+
+@message(1052, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ClockCatchUpTimer(Message):
+    """Timer (zero delay, set at start): tell the hub -- spawned after the replicator, so it misses
+    anything published from `started` -- that the clock is catching up (`ClockCatchingUp`)."""
+
+
+@message(1053, scope=LOCAL)
+@dataclass(frozen=True, slots=True)
+class ReplicateResend(Message):
+    """Timer: send the `Replicate` of streamed batch `batch` again to the holders whose ack for it
+    is still missing (a lost message or a lost ack), while a write concern waits on it."""
+
+    batch: int

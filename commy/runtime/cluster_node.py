@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from commy.config import ClusterConfig
+from commy.core.catalog import Catalog
 from commy.core.catalog_sync import CATALOG_SYNC, CatalogSync
 from commy.core.failover import FAILOVER, FailoverManager
 from commy.core.heartbeat import HEARTBEAT, HeartbeatMonitor
@@ -79,16 +80,18 @@ def hub_cluster(config: ClusterConfig, clock: HybridClock) -> HubCluster:
 
 
 def spawn_members(node: Node, config: ClusterConfig, me: MemberInfo, store: ServiceStore, clock: HybridClock,
-                  snapshot: bytes, transport: TcpTransport | None, merge: Merge | None = None) -> None:
-    """The cluster's actors on `node` (the hub comes after them, with `hub_cluster`)."""
+                  catalog: Catalog, transport: TcpTransport | None, merge: Merge | None = None) -> None:
+    """The cluster's actors on `node` (the hub, which owns `catalog`, comes after them, with
+    `hub_cluster`); the replicator only asks the catalog whether a service exists."""
     if transport is not None:
         node.spawn(PEER_DIRECTORY, lambda ctx: PeerDirectory(ctx, transport))
     seeds = [m for m in config.seed_members() if m.node_id != me.node_id]
     node.spawn(HEARTBEAT, lambda ctx: HeartbeatMonitor(ctx, [], config.heartbeat))
     node.spawn(MEMBERSHIP, lambda ctx: Membership(ctx, me, seeds))
     node.spawn(REPLICATOR, lambda ctx: Replicator(ctx, store=store, clock=clock, me=me,
-                                                  config=replication_config(config), merge=merge))
-    node.spawn(CATALOG_SYNC, lambda ctx: CatalogSync(ctx, snapshot))
+                                                  config=replication_config(config), merge=merge,
+                                                  exists=catalog.has_service))
+    node.spawn(CATALOG_SYNC, lambda ctx: CatalogSync(ctx, catalog.snapshot()))
     node.spawn(FAILOVER, FailoverManager)
     node.spawn(SESSION_SYNC, lambda ctx: SessionSync(ctx, index=me.index))
 

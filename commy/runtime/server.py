@@ -338,7 +338,7 @@ async def start_server(
 
             me = cluster.member_info(node_id, incarnation)
             clock = HybridClock(me.index, host.now)
-            spawn_members(node, cluster, me, store, clock, catalog.snapshot(), transport, merge)
+            spawn_members(node, cluster, me, store, clock, catalog, transport, merge)
             member = hub_cluster(cluster, clock)
         node.spawn(CLIENTS, lambda ctx: ClientHub(ctx, catalog=catalog, store=files, signer=signer,
                                                   entropy=os.urandom, config=hub_config, auth_hooks=hooks_name,

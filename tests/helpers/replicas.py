@@ -41,11 +41,12 @@ def config(**kw: Any) -> ReplicationConfig:
 
 def solo(node: str = "n1", index: int = 1, peers: Iterable[tuple[str, int]] = (("n2", 2), ("n3", 3)),
          *, store: MemoryStore | None = None, merge: Callable[[bytes, bytes], bytes] | None = None,
-         live: bool = True, **kw: Any) -> tuple[Replicator, FakeContext, MemoryStore]:
+         live: bool = True, exists: Callable[[str, str], bool] | None = None,
+         **kw: Any) -> tuple[Replicator, FakeContext, MemoryStore]:
     ctx = FakeContext(Address(node, REPLICATOR), now=1_700_000_000.0)
     store = store if store is not None else MemoryStore()
     rep = Replicator(ctx, store=store, clock=HybridClock(index, ctx.now), me=member(node, index),
-                     config=config(**kw), merge=merge)
+                     config=config(**kw), merge=merge, exists=exists)
     ctx.bind(rep)
     rep.started()
     for peer, i in peers:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from commy.errors import UNAVAILABLE
 from commy.messages import Address, CloseClient, NamedValue, SetVariables, VariableChanged
 from sim.app import AppConfig, SimApp
 from sim.clients import ClientSpec, SimClient
@@ -71,9 +72,12 @@ def test_resume_alone_restores_the_subscriptions() -> None:
     assert not violations, violations
 
 
-@pytest.mark.xfail(strict=True, reason="replicator: a node back from a lost disk with its clock behind stamps new "
-                                        "writes below its old incarnation's, which peers drop as duplicates")
-def test_bug_writes_after_a_disk_loss_with_the_clock_behind_are_dropped() -> None:
+def test_writes_after_a_disk_loss_with_the_clock_behind_are_kept() -> None:
+    # Fixed: a node back from a lost disk with its clock behind stamped new writes below its old
+    # incarnation's; peers dropped them as duplicates, yet they were acknowledged. Now the node
+    # refuses writes until its peers' digests brought its clock past everything they saw of it.
+    late: list[SimClient] = []
+
     def plan(cluster: SimCluster, app: SimApp) -> None:
         cred = app.credentials["acme-w1"]
 
@@ -84,15 +88,25 @@ def test_bug_writes_after_a_disk_loss_with_the_clock_behind_are_dropped() -> Non
         def write(who: SimClient, value: bytes) -> None:
             who.send(SetVariables("acme", "telemetry", (NamedValue("x", value),), "replicated"))
 
-        early, late = client("early", "n1", 0.5), client("late", "n2", 4.0)
+        early = client("early", "n1", 0.5)
+        late.append(client("late", "n2", 4.0))
         app.at(1.0, write, early, b"early")  # x's stamp: t = 1 s
         cluster.schedule(2.5, "jump_clock", "n2", -2.0)  # n2 keeps stamping ~2.5 s (its HLC never goes back)...
         app.at(3.0, app.crash_losing_disk, "n2")  # ... then forgets it all
         cluster.schedule(4.0, "restart", "n2")
-        app.at(4.05, write, late, b"late")  # stamped ~2.05 s: above x's, below n2's old writes -> "duplicate"
+        app.at(4.05, write, late[0], b"late")  # n2's wall clock reads ~2.05 s: below its old stamps
+
+        def retry() -> None:  # as a client does with `unavailable`
+            if late[0].errors:
+                write(late[0], b"late")
+
+        app.at(4.6, retry)
 
     violations = run_app(AppConfig(writers=2, readers=0, tenants=("acme",), intruders=False), plan)
-    assert not violations, violations
+    assert not violations, violations  # acked-writes-kept: the acknowledged late write is on every holder
+    [refused] = late[0].errors  # it came while n2 caught up: refused, nothing written
+    assert refused[2] == UNAVAILABLE and "catching up with its peers: retry" in refused[3]
+    assert [a.value for a in late[0].acked] == [b"late"]  # the retry
 
 
 def test_hash_does_not_depend_on_the_interpreter_hash_seed() -> None:

@@ -22,6 +22,7 @@ from commy.core.placement import rendezvous
 from commy.core.replication import REPLICATOR, ReplicationConfig, Replicator
 from commy.messages import (
     Address,
+    ClockSynced,
     EnsureService,
     Envelope,
     MemberUp,
@@ -48,6 +49,7 @@ class Clients(Actor):
         self.store, self.clock = store, clock
         self.remote: list[VariableChanged] = []
         self.ready: list[ServiceReady] = []
+        self.synced: list[ClockSynced] = []
 
     @handles(RemoteWrites)
     def _remote(self, msg: RemoteWrites, env: Envelope) -> None:
@@ -56,6 +58,10 @@ class Clients(Actor):
     @handles(ServiceReady)
     def _ready(self, msg: ServiceReady, env: Envelope) -> None:
         self.ready.append(msg)
+
+    @handles(ClockSynced)
+    def _synced(self, msg: ClockSynced, env: Envelope) -> None:
+        self.synced.append(msg)
 
     def ensure(self) -> None:
         self.ctx.send(Address(self.ctx.address.node, REPLICATOR), EnsureService(T, S))
@@ -164,6 +170,26 @@ def test_a_restarted_node_catches_up_through_anti_entropy(seed: int) -> None:
     h.clients("n3").write(mine=b"after")  # its stamps go on above what its disk holds
     h.settle(3.0)
     assert h.view("n1")[0]["mine"][0] == b"after"  # type: ignore[index]
+
+
+def test_a_node_back_from_a_lost_disk_with_its_clock_behind_stamps_above_its_old_writes_once_synced() -> None:
+    h = Harness(6, replication_factor=3)
+    c = h.cluster
+    c.run_for(1.0)
+    c.jump_clock("n3", 5.0)  # n3 runs 5 s ahead for a while: its stamps too
+    h.clients("n3").write(x=b"old", y=b"old")
+    h.settle(3.0)
+    old = h.stores["n1"].open(T, S).clocks()[INDEX["n3"]]
+    c.crash("n3")
+    h.stores["n3"] = MemoryStore()  # the disk is lost ...
+    c.jump_clock("n3", -5.0)  # ... and the clock is right again: 5 s behind the stamps n3 issued
+    c.restart("n3")
+    assert h.replicator("n3").clock.last < old and not h.clients("n3").synced  # a stamp now would sort below
+    assert c.run_until_condition(lambda: bool(h.clients("n3").synced), 2.0)
+    assert h.clients("n3").synced[0].complete and h.replicator("n3").clock.last >= old
+    h.clients("n3").write(x=b"new")  # a hub writes only once synced: the stamp sorts after n3's old ones
+    h.settle(3.0)
+    assert h.view("n1")[0]["x"][0] == b"new"  # type: ignore[index]  # not dropped as a "duplicate"
 
 
 def test_a_node_that_is_no_replica_fetches_the_service_when_a_client_asks() -> None:

@@ -6,8 +6,11 @@ from commy.core.placement import rendezvous
 from commy.messages import (
     Address,
     Clock,
+    ClockCatchingUp,
+    ClockSynced,
     EnsureService,
     FileTransferRequest,
+    PeerStateChanged,
     ReplicationTick,
     ServiceClocks,
     ServiceDigest,
@@ -123,3 +126,91 @@ def test_ensure_gives_up_after_its_timeout() -> None:
     assert len(sent_of(ctx, SyncServiceRequest)) == 1
     ctx.advance(2.0)
     assert [s.msg for s in sent_of(ctx, ServiceReady)] == [ServiceReady(T, S, False)] * 2
+
+
+def test_ensure_answers_once_one_holder_sent_state_without_waiting_for_the_others() -> None:
+    # Fixed: it waited for every holder asked, a crashed one not yet seen DOWN included, so a client
+    # resuming on a node without its service waited ensure_timeout (2.09 s in failover-wide, seed 1).
+    rep, ctx, store = solo(ensure_timeout=2.0)
+    digest(rep, [])
+    digest(rep, [], sender=Address("n3", "replicator"))
+    ctx.take_sent()
+    deliver(rep, EnsureService(T, S), Address("n1", "clients"))
+    assert sorted(s.to.node for s in sent_of(ctx, SyncServiceRequest)) == ["n2", "n3"]
+    deliver(rep, SyncServiceResponse(T, S, (), (), False), Address("n3", "replicator"))  # no state there
+    assert not sent_of(ctx, ServiceReady)  # n2 may still have it
+    state = SyncServiceResponse(T, S, (rec("x", b"v", stamp(1, 2)),), (Clock(2, stamp(1, 2)),), False)
+    deliver(rep, state, PEER)  # n2 answers; (had n3 crashed, it never would)
+    assert [s.msg for s in sent_of(ctx, ServiceReady)] == [ServiceReady(T, S, True)]
+    assert store.open(T, S).read("x") is not None and not ctx.timers[1:]  # the ensure's timer is gone
+    ctx.advance(5.0)
+    assert len(sent_of(ctx, ServiceReady)) == 1
+
+
+def test_ensure_answered_by_no_holder_with_state_says_not_fetched() -> None:
+    rep, ctx, _store = solo()
+    digest(rep, [])
+    deliver(rep, EnsureService(T, S), Address("n1", "clients"))
+    deliver(rep, SyncServiceResponse(T, S, (), (), False), PEER)
+    assert [s.msg for s in sent_of(ctx, ServiceReady)] == [ServiceReady(T, S, False)]
+
+
+# ---- catching up at start
+
+
+def test_a_starting_node_observes_every_live_peers_digest_before_its_clock_is_synced() -> None:
+    rep, ctx, _store = solo(cluster_size=3)  # n1, with n2 and n3 live
+    assert ctx.published == []  # the hub is spawned after the replicator: told at the next turn
+    ctx.advance(0.0)
+    assert ctx.published == [ClockCatchingUp(1_700_000_000.0)]
+    old = stamp(60_000, 1)  # what n1 stamped before it lost its disk, with its clock a minute ahead
+    digest(rep, [(1, old), (2, stamp(1, 2))])
+    assert rep.clock.last >= old and len(ctx.published) == 1  # n3 may hold later stamps of ours
+    ctx.current += 0.2
+    digest(rep, [], sender=Address("n3", "replicator"))
+    [synced] = ctx.published[1:]
+    assert isinstance(synced, ClockSynced) and synced.complete and round(synced.waited, 3) == 0.2
+    assert rep.clock.tick() > old
+    digest(rep, [])
+    assert len(ctx.published) == 2  # once
+
+
+def test_a_peer_seen_down_is_not_waited_for() -> None:
+    rep, ctx, _store = solo(cluster_size=3)
+    digest(rep, [])
+    deliver(rep, PeerStateChanged("n3", "healthy", "down", 0.0), Address("n1", "heartbeat"))
+    assert [type(m) for m in ctx.published] == [ClockSynced]  # (before the hub was told: it never will be)
+
+
+def test_a_member_not_heard_yet_is_waited_for() -> None:
+    rep, ctx, _store = solo(live=False, cluster_size=3)  # members n2 and n3, the heartbeat monitor hears neither yet
+    digest(rep, [])  # n2's digest came first
+    assert not [m for m in ctx.published if isinstance(m, ClockSynced)]
+    digest(rep, [], sender=Address("n3", "replicator"))
+    assert [m.complete for m in ctx.published if isinstance(m, ClockSynced)] == [True]
+
+
+def test_catching_up_ends_after_three_intervals_when_the_peers_stay_silent() -> None:
+    _rep, ctx, _store = solo(anti_entropy_interval=0.5, cluster_size=3)
+    ctx.advance(1.45)
+    assert ctx.published == [ClockCatchingUp(1_700_000_000.0)]
+    ctx.advance(0.6)  # the first tick at or past 1.5 s
+    synced = ctx.published[-1]
+    assert isinstance(synced, ClockSynced) and not synced.complete and 1.5 <= synced.waited < 2.0
+
+
+def test_a_one_node_cluster_never_catches_up() -> None:
+    rep, ctx, _store = solo(peers=(), cluster_size=1)
+    ctx.advance(10.0)
+    assert ctx.published == [] and rep.catching_up_since is None
+
+
+def test_a_peer_that_becomes_live_gets_our_digest_at_once() -> None:
+    rep, ctx, store = solo(live=False, cluster_size=3)
+    store.open(T, S, create=True).set_clock(1, stamp(1, 1))
+    deliver(rep, PeerStateChanged("n2", "joining", "healthy", 0.0), Address("n1", "heartbeat"))
+    [out] = sent_of(ctx, ServiceDigest)  # not at the next tick: n2 may be a restarted node catching up
+    assert out.to == PEER and out.msg == ServiceDigest((ServiceClocks(T, S, (Clock(1, stamp(1, 1)),)),))
+    deliver(rep, PeerStateChanged("n2", "healthy", "suspected", 0.0), Address("n1", "heartbeat"))
+    deliver(rep, PeerStateChanged("n2", "suspected", "healthy", 0.0), Address("n1", "heartbeat"))
+    assert len(sent_of(ctx, ServiceDigest)) == 1  # it never stopped being live
