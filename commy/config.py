@@ -30,6 +30,7 @@ from commy.config_read import (
     show,
 )
 from commy.core.heartbeat import HeartbeatConfig
+from commy.core.replica_state import CONCERNS, RULES
 from commy.messages.cluster import MemberInfo
 
 __all__ = [
@@ -45,8 +46,8 @@ __all__ = [
     "load_cluster_config",
 ]
 
-WRITE_CONCERNS = ("local", "replicated", "quorum")
-CONFLICT_RULES = ("lww", "priority", "merge")
+WRITE_CONCERNS = CONCERNS
+CONFLICT_RULES = RULES
 MIN_SECRET_BYTES = 16
 MAX_INDEX = 255  # a stamp keeps the origin's index in its low byte
 

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable
 
 from commy.core.actor import Actor, Context, handles
+from commy.core.membership import NOT_GONE
 from commy.messages import (
     Address,
     CatalogChanged,
@@ -40,7 +41,7 @@ from commy.messages import (
 
 CATALOG_SYNC = "catalog-sync"
 HUB = "clients"
-LIVE_STATES = frozenset({"healthy", "suspected", "joining"})  # joining: known, not heard from yet
+LIVE_STATES = NOT_GONE  # joining: known, not heard from yet
 
 
 def digest_of(snapshot: bytes) -> bytes:

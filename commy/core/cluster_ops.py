@@ -32,6 +32,7 @@ from commy.core.actor import handles
 from commy.core.admin_ops import AdminOps
 from commy.core.auth_ops import DELEGATED_KEY
 from commy.core.catalog_records import ApiKeyRecord, Record, ServiceRecord, TenantRecord
+from commy.core.membership import REACHABLE
 from commy.core.permissions import Permission
 from commy.core.sessions import ClientConn, SessionState
 from commy.errors import UNAVAILABLE, RemoteProtocolError
@@ -52,7 +53,7 @@ from commy.messages import (
 )
 from commy.messages.client import SERVER
 
-LIVE_STATES = frozenset({"healthy", "suspected"})
+LIVE_STATES = REACHABLE
 
 
 class ClusterOps(AdminOps):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from commy.core.actor import handles
 from commy.core.cluster_ops import ClusterOps
 from commy.core.failover import FAILOVER
+from commy.core.members import MEMBERSHIP
 from commy.core.sessions import ClientConn
 from commy.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, LocalProtocolError, RemoteProtocolError
 from commy.messages import (
@@ -43,7 +44,6 @@ from commy.messages import (
     Resume,
 )
 
-MEMBERSHIP = "membership"
 _NEW_SESSIONS = frozenset({Authenticate, Resume})
 LOAD_INTERVAL = 1.0
 DRAIN_TIMEOUT = 10.0

@@ -27,6 +27,7 @@ from commy.core.auth import Lockout, TokenSigner
 from commy.core.catalog import Catalog
 from commy.core.hlc import HybridClock
 from commy.core.permissions import Permission
+from commy.core.replica_state import CONCERNS
 from commy.core.sessions import ClientConn, Session, SessionState, WriterSlots
 from commy.core.store_api import ServiceHandle, ServiceStore
 from commy.core.subscriptions import SubscriptionIndex
@@ -77,9 +78,6 @@ class HubConfig:
                      "max_value", "max_services", "max_subscribed", "max_parked", "tokens_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"clients.{name} must be >= 1")
-
-
-CONCERNS = ("local", "replicated", "quorum")
 
 
 @dataclass(frozen=True, slots=True)

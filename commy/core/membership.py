@@ -25,6 +25,11 @@ class PeerState(enum.Enum):
     LEFT = "left"
 
 
+REACHABLE = frozenset({PeerState.HEALTHY.value, PeerState.SUSPECTED.value})
+"""Peer states (as `PeerStateChanged` carries them) in which a peer counts as live: writes go to it."""
+NOT_GONE = REACHABLE | {PeerState.JOINING.value}
+"""...and the states in which it is worth telling (a joining peer is known, just not heard yet)."""
+
 TRANSITIONS: dict[PeerState, frozenset[PeerState]] = {
     PeerState.JOINING: frozenset({PeerState.HEALTHY, PeerState.SUSPECTED, PeerState.DOWN, PeerState.LEFT}),
     PeerState.HEALTHY: frozenset({PeerState.SUSPECTED, PeerState.DOWN, PeerState.LEFT}),

@@ -31,6 +31,7 @@ from dataclasses import replace
 
 from commy.core.actor import Context, TimerId, handles
 from commy.core.hlc import HybridClock, millis_of, origin_of
+from commy.core.membership import REACHABLE
 from commy.core.placement import rendezvous, replicas
 from commy.core.replica_state import (
     CONCERNS,
@@ -74,7 +75,7 @@ from commy.messages import (
 )
 
 HUB = "clients"  # the client hub's actor name: it announces remote writes to subscribers
-LIVE_STATES = frozenset({"healthy", "suspected"})
+LIVE_STATES = REACHABLE
 
 __all__ = ["REPLICATOR", "ReplicationConfig", "Replicator"]
 

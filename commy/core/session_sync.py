@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from commy.core.actor import Actor, Context, TimerId, handles
 from commy.core.hlc import HybridClock
+from commy.core.membership import NOT_GONE
 from commy.messages import (
     Address,
     Envelope,
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from commy.core.sessions import ClientConn
 
 SESSION_SYNC = "session-sync"
-LIVE_STATES = frozenset({"healthy", "suspected", "joining"})
+LIVE_STATES = NOT_GONE
 
 
 @dataclass(frozen=True, slots=True)
