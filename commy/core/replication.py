@@ -257,7 +257,7 @@ class Replicator(ReplicaSync):
         for node in targets:
             msg_id = self.ctx.send(Address(node, REPLICATOR), out)
             if refs:
-                self.awaiting[msg_id] = refs
+                self.awaiting[msg_id] = list(refs)  # its own list: a met concern leaves the others
                 for ref in refs:
                     self.concerns[ref].sent.append(msg_id)
         for ref in refs:
@@ -310,7 +310,7 @@ class Replicator(ReplicaSync):
 
     @handles(ReplicateAck)
     def _ack(self, msg: ReplicateAck, env: Envelope) -> None:
-        for ref in self.awaiting.pop(env.request_id or 0, ()):
+        for ref in list(self.awaiting.pop(env.request_id or 0, ())):
             concern = self.concerns.get(ref)
             if concern is not None:
                 concern.acked.add(env.sender.node)

@@ -1,0 +1,240 @@
+"""Hypothesis drives a 3-node simulated commy cluster through writes, cuts, heals, crashes and time.
+
+The nodes are full (`sim.app`: the production actors, disks kept across crashes); one scripted
+client per (node, tenant) writes when a rule says so, with concern local, replicated or quorum,
+and the run (`sim.schedule.ClusterRun`) records every action and every write's outcome. The model
+is that record: after every step no disk holds another tenant's value or a refused write, no
+version vector goes down, and each acknowledged replicated/quorum write sits on two disks. At the
+end (heal, restart, 6 s of quiet) every holder is equal and no acknowledged write is lost. At most
+one node is down at a time (replication_factor - 1), so every guarantee applies.
+
+A failure shows hypothesis's shrunk rule sequence, then the cluster seed, every write with its
+outcome and the schedule as a replay command (`python -m sim.schedule SEED "[...]"`) and as a
+Python snippet. CI runs a fixed, database-less set of examples; `--slow` explores many more.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import tests.helpers as helpers
+from sim.schedule import CONCERNS, NODES, TENANTS, VARIABLES, ClusterRun
+from tests.helpers import sweep_size
+
+nodes = st.sampled_from(NODES)
+EMPTY_ALONE = re.compile(r"replicas-converge: (\w+)/(\w+) is held by \[.*\], fewer than")
+
+
+CALM_BUT = re.compile(r"w(\d+) .* though every node ran and reached every other")
+
+
+def unexplained(run: ClusterRun) -> list[str]:
+    """The violations, minus those of the open bugs pinned below by strict xfails (drop a filter
+    when its bug is fixed):
+    - an empty service file, made by a refused request on a node that lacked the service, is never
+      copied to the other replicas;
+    - a `replicated` write streamed in one batch after a `quorum` one misses an ack when the quorum
+      is met first (acknowledged after the resend, or outcome unknown)."""
+    def empty_alone(v: str) -> bool:
+        m = EMPTY_ALONE.match(v)
+        return m is not None and not any(run.entries(n, m[1]) for n in NODES)
+
+    after_quorum = {w.wid for w in run.writes if w.concern == "replicated" and any(
+        q.concern == "quorum" and q.wid < w.wid and (q.node, q.tenant, q.sent_at) == (w.node, w.tenant, w.sent_at)
+        for q in run.writes)}
+
+    def ack_missed(v: str) -> bool:
+        m = CALM_BUT.match(v)
+        return m is not None and int(m[1]) in after_quorum
+
+    return [v for v in run.violations if not empty_alone(v) and not ack_missed(v)]
+
+
+class ClusterMachine(RuleBasedStateMachine):
+    run: ClusterRun | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run = None
+
+    @initialize(seed=st.integers(0, 2**32 - 1))
+    def start(self, seed: int) -> None:
+        self.run = ClusterRun(seed)
+
+    @property
+    def r(self) -> ClusterRun:
+        assert self.run is not None
+        return self.run
+
+    def fail(self, what: str) -> str:
+        return f"{what}\n{self.r.explain()}"
+
+    # ---- rules
+
+    @rule(writes=st.lists(st.tuples(nodes, st.sampled_from(TENANTS), st.sampled_from(VARIABLES),
+                                    st.sampled_from(CONCERNS)), min_size=1, max_size=3))
+    def write(self, writes: list[tuple[str, str, str, str]]) -> None:
+        for node, tenant, name, concern in writes:  # at one instant: concurrent when on several nodes
+            self.r.do("write", node, tenant, name, concern)
+
+    @rule(node=nodes, tenant=st.sampled_from(TENANTS), name=st.sampled_from(VARIABLES))
+    def intrude(self, node: str, tenant: str, name: str) -> None:
+        self.r.do("intrude", node, tenant, name)
+
+    @rule(mask=st.integers(1, 2 ** len(NODES) - 2), kind=st.sampled_from(["symmetric", "one-way", "bridge"]))
+    def cut(self, mask: int, kind: str) -> None:
+        left = tuple(n for k, n in enumerate(NODES) if mask >> k & 1)
+        right = tuple(n for n in NODES if n not in left)
+        if kind == "symmetric":
+            self.r.do("cut", left)
+        elif kind == "one-way":
+            self.r.do("one_way", left, right)
+        else:  # the first node of the bigger side talks to both others
+            big, small = (left, right) if len(left) > len(right) else (right, left)
+            self.r.do("bridge", small, big[1:])
+
+    @rule()
+    def heal(self) -> None:
+        self.r.do("heal")
+
+    @precondition(lambda self: self.run is not None and not self.run.down)  # rf = 2: one node down at a time
+    @rule(node=nodes)
+    def crash(self, node: str) -> None:
+        self.r.do("crash", node)
+
+    @precondition(lambda self: self.run is not None and bool(self.run.down))
+    @rule()
+    def restart(self) -> None:
+        self.r.do("restart", next(iter(sorted(self.r.down))))
+
+    @rule(dt=st.floats(0.05, 2.0))
+    def step(self, dt: float) -> None:
+        self.r.do("run", dt)
+
+    # ---- checks against the model
+
+    @invariant()
+    def nothing_wrong_so_far(self) -> None:
+        if self.run is not None:
+            found = unexplained(self.run)
+            assert not found, self.fail("\n".join(found))
+
+    def teardown(self) -> None:
+        if self.run is None or unexplained(self.run):
+            return  # nothing started, or a step already failed (its error is the one to show)
+        self.run.do("finish")
+        found = unexplained(self.run)
+        assert not found, self.fail("\n".join(found))
+
+
+ClusterMachine.TestCase.settings = settings(
+    max_examples=sweep_size(40, 1000),
+    stateful_step_count=sweep_size(30, 60),
+    deadline=None,
+    derandomize=not helpers.SLOW,  # CI: the same examples every run; --slow: new ones each time
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],  # "explain" traces every line: minutes
+)
+if not helpers.SLOW:  # CI: no example database either, so a run never depends on an earlier one
+    ClusterMachine.TestCase.settings = settings(ClusterMachine.TestCase.settings, database=None)
+TestClusterMachine = ClusterMachine.TestCase
+TestClusterMachine.pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # shrinking a failure takes minutes
+
+
+# --------------------------------------------------------------------------- the harness itself
+
+SCHEDULE = [
+    (1.0, "write", ("n1", "acme", "x", "quorum")),
+    (1.0, "write", ("n2", "acme", "x", "replicated")),
+    (1.0, "write", ("n3", "globex", "y", "local")),
+    (1.0, "run", (0.5,)),
+    (1.5, "cut", (("n1",),)),
+    (1.5, "run", (2.5,)),
+    (4.0, "write", ("n1", "acme", "y", "quorum")),  # minority side: refused
+    (4.0, "write", ("n2", "acme", "y", "quorum")),
+    (4.0, "intrude", ("n2", "acme", "x")),
+    (4.0, "crash", ("n3",)),
+    (4.0, "run", (1.0,)),
+    (5.0, "heal", ()),
+    (5.0, "run", (1.0,)),
+]
+
+
+def test_a_schedule_replays_exactly_and_passes() -> None:
+    first = ClusterRun.replay(7, SCHEDULE)
+    first.do("finish")
+    assert not first.violations, first.explain()
+    outcomes = [(w.outcome, w.stamp) for w in first.writes]
+    assert outcomes[0][0] == outcomes[1][0] == "acked" and outcomes[3][0] == "refused"
+    again = ClusterRun.replay(7, first.schedule)  # the recorded schedule includes the finish
+    assert again.finished and [(w.outcome, w.stamp) for w in again.writes] == outcomes
+    assert again.cluster.trace.hash == first.cluster.trace.hash
+    assert "python -m sim.schedule 7" in first.explain() and "ClusterRun.replay(7, [" in first.explain()
+
+
+def test_the_checks_catch_a_lost_write_a_leak_and_a_shrinking_vector() -> None:
+    run = ClusterRun.replay(7, SCHEDULE[:6])
+    acked = run.writes[0]
+    assert acked.outcome == "acked"
+    for node in NODES:  # every disk forgets the acknowledged write: an older stamp wins
+        handle = run.app.disks[node].store.files[("acme", "telemetry")]
+        handle.write("x", b"acme:w2", stamp=1)
+    run.app.disks["n2"].store.files[("globex", "telemetry")].write("y", b"acme:w1", stamp=1)
+    run.app.disks["n2"].store.files[("globex", "telemetry")]._clocks[3] = 1
+    run.do("run", 0.01)
+    found = "\n".join(run.violations)
+    assert "held on [] only" in found and "a value of tenant 'acme'" in found and "went down" in found
+    run.do("finish")
+    assert "was lost" in "\n".join(run.violations)
+
+
+# --------------------------------------------------------------------------- bugs found, minimal reproductions
+# An open one is a strict xfail (it fails the day it is fixed: drop the mark, and its filter in `unexplained`).
+
+
+@pytest.mark.xfail(strict=True, reason="a write refused `unavailable` on a node that lacked the service leaves an "
+                                        "empty service file there (the hub's resurrection creates it before the "
+                                        "concern check), and anti-entropy never copies an empty service: after the "
+                                        "heal one node holds it, fewer than replication_factor")
+def test_bug_an_empty_service_made_by_a_refused_write_is_held_by_one_node() -> None:
+    run = ClusterRun.replay(1, [
+        (1.0, "cut", (("n2",),)),  # n2 alone: its quorum writes are refused
+        (1.0, "run", (3.0,)),
+        (4.0, "write", ("n2", "acme", "x", "quorum")),  # no node holds acme/telemetry yet
+        (4.0, "run", (3.0,)),
+        (7.0, "finish", ()),
+    ])
+    assert run.writes[0].outcome == "refused"
+    assert not run.violations, run.explain()
+
+
+def test_a_replicated_write_batched_with_a_quorum_one_keeps_its_acks() -> None:
+    # Found by the state machine: one concern met used to drop the shared ack entries of the other.
+    run = ClusterRun.replay(1, [
+        (1.0, "run", (3.0,)),
+        (4.0, "write", ("n2", "acme", "x", "replicated")),  # n2 is no replica of acme/telemetry: 2 acks needed
+        (4.0, "write", ("n2", "acme", "x", "quorum")),  # same turn of n2's loop: one Replicate per target
+        (4.0, "run", (3.0,)),
+    ])
+    replicated, quorum = run.writes
+    assert quorum.outcome == "acked"
+    assert replicated.outcome == "acked", run.explain()
+    assert replicated.answered_at is not None and replicated.answered_at - replicated.sent_at < 0.1, run.explain()
+
+
+def test_a_quorum_write_met_first_leaves_the_ack_to_the_replicated_one_batched_after_it() -> None:
+    # Found by the state machine: the batch's concerns shared one list of refs per message id.
+    run = ClusterRun.replay(1, [
+        (1.0, "run", (3.0,)),
+        (4.0, "write", ("n2", "acme", "x", "quorum")),  # first in the batch: met by the first ack
+        (4.0, "write", ("n2", "acme", "x", "replicated")),  # n2 is no replica: waits for both acks
+        (4.0, "run", (3.0,)),
+    ])
+    quorum, replicated = run.writes
+    assert quorum.outcome == replicated.outcome == "acked", run.explain()
+    assert replicated.answered_at is not None and replicated.answered_at - replicated.sent_at < 0.1, run.explain()
