@@ -2,24 +2,30 @@
 
 A `ClusterRun` is full nodes (`sim.app.SimApp`: the production actors, `MemoryStore` disks kept
 across crashes) without the automatic client load: one `ScriptClient` per (node, tenant) stays
-connected to its node and writes only when told. Everything done to a run goes through
-`do(action, *args)`, which appends `(time, action, args)` to `schedule`: `write`, `intrude`, `cut`
-(symmetric), `one_way`, `bridge`, `heal`, `crash` (the disk is kept), `restart`, `pause`, `resume`,
-`jump` (a node's clock), `run` (advance virtual time) and `finish` (heal, restart every crashed
-node, resume the paused ones, quiesce). The cluster is
-deterministic from its seed, so `replay(seed, schedule)` repeats a run call for call -- the times
-are only there to read -- and `python -m sim.schedule SEED "SCHEDULE"` does it from a shell.
+connected to its node and writes or reads only when told. Everything done to a run goes through
+`do(action, *args)`, which appends `(time, action, args)` to `schedule`: `write`, `intrude`, `read`,
+`cut` (symmetric), `one_way`, `bridge`, `heal`, `crash` (the disk is kept), `restart`, `pause`,
+`resume`, `jump` (a node's clock), `flaky` (loss, duplication, reordering on every link), `run`
+(advance virtual time) and `finish` (heal, restart and resume every node, clean links, quiesce).
+The cluster is deterministic from its seed, so `replay(seed, schedule)` repeats a run call for
+call -- the times are only there to read -- and `python -m sim.schedule SEED "SCHEDULE"` does it
+from a shell.
 
-The model is what the clients were told: every write and its outcome (`sim.script_client`).
-After every action `check_step` reads every disk: no value of one tenant in another's service, no
-refused write anywhere, no version-vector entry going down, every acknowledged `replicated` or
-`quorum` write (its stamp or a higher one) on at least two disks, no intrusion accepted. After
-`finish`, `check_end`: every running holder has the same entries and version vector, each entry's
-stamp is covered by the vector, every acknowledged write survives (final stamp >= acknowledged
-stamp, the value matching when the stamps are equal) -- `replicated`/`quorum` ones while at most
-replication_factor - 1 nodes were down at once, `local` ones too since disks are kept -- and
-every write sent got an answer. The application's checkers (`sim.cluster_checkers`: heartbeat
-views, convergence) watch as well; all findings are in `violations`.
+The model is what the clients were told: every write and read and its outcome
+(`sim.script_client`). After every action `check_step` reads every disk: no value of one tenant in
+another's service, no refused write anywhere, no version-vector entry going down, every
+acknowledged `replicated` or `quorum` write (its stamp or a higher one) on at least two disks, no
+intrusion accepted; the stamps a node gives carry its index and grow (a write sent after another
+was answered gets a higher one); a read returns a value that may exist, no older than what the
+same client had written (acknowledged) or read on that node before. After `finish`, `check_end`:
+every running holder has the same entries and version vector, each entry's stamp is covered by
+the vector, every acknowledged write survives (final stamp >= acknowledged stamp, the value
+matching when the stamps are equal) -- `replicated` and `quorum` ones while at most
+replication_factor - 1 nodes were down at once, `local` ones too since disks are kept -- every
+request got an answer, and a write sent after CALM seconds of a whole cluster (all running, no
+cut, clean links) and answered before the next fault was acknowledged within PROMPT. The
+application's checkers (`sim.cluster_checkers`: heartbeat views, convergence) watch as well;
+everything found is in `violations`.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from commy.core.hlc import origin_of
 from sim.app import AppConfig, SimApp
 from sim.client_net import ClientNetwork
 from sim.cluster import SimCluster
-from sim.script_client import ACKED, PENDING, REFUSED, ScriptClient, Write
+from sim.script_client import ACKED, PENDING, READ, REFUSED, Read, ScriptClient, Write
 from sim.timeline import Timeline
 
 NODES = ("n1", "n2", "n3")
@@ -46,7 +52,7 @@ WARMUP = 1.0  # before the first action: members joined, clients logged in
 QUIESCE = 6.0  # after the final heal: detection (2 s) + write timeout (2 s) + anti-entropy rounds
 CALM = 4.0  # seconds without a fault after which a write must succeed (recovery: rejoin + heartbeats)
 PROMPT = 0.25  # ... and be answered within (a healthy cluster acknowledges in milliseconds)
-FAULTS = frozenset({"cut", "one_way", "bridge", "heal", "crash", "restart", "pause", "resume", "jump"})
+FAULTS = frozenset({"cut", "one_way", "bridge", "heal", "crash", "restart", "pause", "resume", "jump", "flaky"})
 DURABLE = 2  # disks that hold an acknowledged replicated/quorum write (rf = 2; a majority of 3)
 
 Step = tuple[float, str, tuple[Any, ...]]
@@ -84,6 +90,7 @@ class ClusterRun:
             client.start()
         self.schedule: list[Step] = []
         self.writes: list[Write] = []
+        self.reads: list[Read] = []
         self.down: dict[str, float] = {}  # crashed node -> since
         self.most_down = 0  # the most nodes down at once
         self.finished = False
@@ -120,7 +127,8 @@ class ClusterRun:
         if action in FAULTS:
             c = self.cluster
             self.fault_times.append(c.now)
-            whole = all(c.running(n) for n in self.nodes) and not c.network.blocked_pairs()
+            clean = not any(k.cfg.loss or k.cfg.duplicate or k.cfg.reorder for k in c.network.links.values())
+            whole = all(c.running(n) for n in self.nodes) and not c.network.blocked_pairs() and clean
             self.whole_since = c.now if whole else None
         self.check_step()
 
@@ -139,6 +147,11 @@ class ClusterRun:
         self.writes.append(w)
         self.whole_at_send[wid] = self.whole_since
         client.write(w)
+
+    def _read(self, node: str, tenant: str, name: str) -> None:
+        r = Read(len(self.reads) + 1, node, tenant, SERVICE, name, self.cluster.now)
+        self.reads.append(r)
+        self.clients[node, tenant].read(r)
 
     def _cut(self, left: Sequence[str]) -> None:
         self.cluster.partition(list(left))
@@ -167,6 +180,10 @@ class ClusterRun:
 
     def _resume(self, node: str) -> None:
         self.cluster.resume(node)
+
+    def _flaky(self, loss: float, duplicate: float, reorder: float) -> None:
+        """Every link loses, duplicates and reorders messages with these chances (0, 0, 0: clean)."""
+        self.cluster.configure(loss=loss, duplicate=duplicate, reorder=reorder)
 
     def _jump(self, node: str, seconds: float) -> None:
         """The node's clock jumps (back if negative); virtual time does not."""
@@ -231,6 +248,7 @@ class ClusterRun:
             for t, what in client.foreign:
                 self.report(f"{t:.3f}s client {client.name} received {what}")
         self._check_stamps()
+        self._check_reads()
 
     def _check_stamps(self) -> None:
         """A node stamps with its own index, and a write sent after another was answered gets a
@@ -248,6 +266,27 @@ class ClusterRun:
                     last[w.node] = w
             elif before is not None and w.stamp <= before.stamp:
                 self.report(f"{w} was sent after {before} was answered, yet its stamp is not higher")
+
+    def _check_reads(self) -> None:
+        """A read returns a value that may exist, never older than what the same client wrote and
+        had acknowledged, or read, on that node before (a node's entries only move forward)."""
+        by_value = {w.value: w for w in self.writes}
+        for r in self.reads:
+            if r.outcome != READ:
+                continue
+            source = by_value.get(r.value) if r.value is not None else None
+            if r.value is not None and (source is None or (source.tenant, source.name) != (r.tenant, r.name)
+                                        or source.outcome == REFUSED or source.intrusion):
+                self.report(f"{r} returned a value that may not exist ({source or 'never written'})")
+            assert r.answered_at is not None
+            for w in self.writes:
+                if ((w.node, w.tenant, w.name) == (r.node, r.tenant, r.name) and w.outcome == ACKED
+                        and w.answered_at is not None and w.answered_at < r.sent_at and r.stamp < w.stamp):
+                    self.report(f"{r} is older than {w}, acknowledged to the same client before")
+            for q in self.reads:
+                if ((q.node, q.tenant, q.name) == (r.node, r.tenant, r.name) and q.outcome == READ
+                        and q.answered_at is not None and q.answered_at < r.sent_at and r.stamp < q.stamp):
+                    self.report(f"{r} is older than {q}, read by the same client before")
 
     def _has(self, node: str, w: Write) -> bool:
         entries = self.entries(node, w.tenant)
@@ -296,9 +335,10 @@ class ClusterRun:
                 self.report(f"acknowledged {w} was lost: the final value is {shown}")
             elif got[1] == w.stamp and got[0] != w.value:
                 self.report(f"acknowledged {w}: the final entry has its stamp but the value {got[0]!r}")
-        for w in self.writes:
-            if w.outcome == PENDING:
-                self.report(f"{w} never got an answer (the run ended at {self.cluster.now:.3f}s)")
+        requests: list[Write | Read] = [*self.writes, *self.reads]
+        for request in requests:
+            if request.outcome == PENDING:
+                self.report(f"{request} never got an answer (the run ended at {self.cluster.now:.3f}s)")
         self._check_available()
         for client in self.clients.values():
             if not client.ready:
@@ -333,13 +373,14 @@ class ClusterRun:
                 "print('\\n'.join(run.violations) or 'no violation')")
 
     def explain(self) -> str:
-        outcomes = "\n".join(f"  {w}" for w in self.writes)
+        outcomes = "\n".join(f"  {w}" for w in [*self.writes, *self.reads])
         return (f"cluster seed {self.seed}, {len(self.schedule)} actions, ended at t={self.cluster.now:.3f}s\n"
-                f"writes:\n{outcomes}\nreplay:\n{self.replay_command()}\nor in Python:\n{self.replay_snippet()}")
+                f"writes and reads:\n{outcomes}\nreplay:\n{self.replay_command()}\n"
+                f"or in Python:\n{self.replay_snippet()}")
 
 
-ACTIONS = frozenset({"write", "intrude", "cut", "one_way", "bridge", "heal", "crash", "restart", "pause", "resume",
-                     "jump", "run", "finish"})
+ACTIONS = frozenset({"write", "intrude", "read", "cut", "one_way", "bridge", "heal", "crash", "restart", "pause",
+                     "resume", "jump", "flaky", "run", "finish"})
 
 
 def _fmt(entries: dict[str, tuple[bytes, int]]) -> str:

@@ -5,6 +5,7 @@ logs in with its API key and then sends each `Write` it is handed at once, sever
 need be, recording what became of it -- `acked` (with the stamp the node gave it), `refused`
 (`unavailable`: nothing was written), `unknown` (`outcome_unknown`, or the connection dropped
 before the answer), another error, or `not_sent` when it had no working session at that moment.
+A `Read` (GetVariables of one variable) records the value and stamp the node returned.
 When its connection drops (the node crashed, or closed it) it dials the same node again every
 `RETRY` seconds until it is back. An idle session heartbeats so the hub never drops it.
 
@@ -23,10 +24,12 @@ from commy.messages import (
     Authenticate,
     AuthenticationResponse,
     Error,
+    GetVariables,
     Heartbeat,
     Message,
     NamedValue,
     SetVariables,
+    VariablesData,
     VariablesUpdated,
 )
 from sim.client_net import ClientNetwork, SimConnection
@@ -34,7 +37,7 @@ from sim.client_net import ClientNetwork, SimConnection
 RETRY = 0.1  # seconds between dials while the node is down
 BEAT = 20.0  # heartbeat period of an idle session (the hub drops a client silent for 60 s)
 
-NOT_SENT, PENDING, ACKED, REFUSED, UNKNOWN = "not_sent", "pending", "acked", "refused", "unknown"
+NOT_SENT, PENDING, ACKED, REFUSED, UNKNOWN, READ = "not_sent", "pending", "acked", "refused", "unknown", "read"
 
 
 @dataclass
@@ -61,6 +64,27 @@ class Write:
                 f"{self.sent_at:.3f}s: {self.outcome}{stamp})")
 
 
+@dataclass
+class Read:
+    """One read of a variable on the client's node and what it returned."""
+
+    rid: int
+    node: str
+    tenant: str
+    service: str
+    name: str
+    sent_at: float
+    outcome: str = PENDING  # NOT_SENT, PENDING, READ, UNKNOWN or "error:<code>"
+    value: bytes | None = None  # None: the variable does not exist there
+    stamp: int = 0
+    answered_at: float | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        got = f" {self.value.decode()} stamp {self.stamp:#x}" if self.value is not None else ""
+        return f"r{self.rid} {self.tenant}/{self.name} (via {self.node} at {self.sent_at:.3f}s: {self.outcome}{got})"
+
+
 class ScriptClient:
     """A client of `tenant` connected to `node`, that sends writes when asked."""
 
@@ -77,7 +101,7 @@ class ScriptClient:
         self.logins = 0
         self._rid = 0
         self._login_rid = 0
-        self._pending: dict[int, Write] = {}
+        self._pending: dict[int, Write | Read] = {}
         self._last_sent = 0.0
         self.foreign: list[tuple[float, str]] = []  # events about another tenant (must stay empty)
 
@@ -102,6 +126,13 @@ class ScriptClient:
             return
         msg = SetVariables(w.tenant, w.service, (NamedValue(w.name, w.value),), w.concern)
         self._pending[self._send(msg)] = w
+
+    def read(self, r: Read) -> None:
+        """Read `r`'s variable now if the session works; otherwise it is `not_sent`."""
+        if not self.ready:
+            r.outcome, r.answered_at = NOT_SENT, self.now
+            return
+        self._pending[self._send(GetVariables(r.tenant, r.service, (r.name,)))] = r
 
     def _send(self, msg: Message) -> int:
         assert self.conn is not None
@@ -153,12 +184,14 @@ class ScriptClient:
                 self.on_closed(conn, "login refused")
             return
         tenant = getattr(msg, "tenant", self.tenant)
-        if tenant != self.tenant and not (request_id in self._pending and self._pending[request_id].intrusion):
-            self.foreign.append((self.now, f"{type(msg).__name__} of tenant {tenant!r}"))
         w = self._pending.pop(request_id, None)
+        if tenant != self.tenant and not (isinstance(w, Write) and w.intrusion):
+            self.foreign.append((self.now, f"{type(msg).__name__} of tenant {tenant!r}"))
         if w is None:
             return  # a heartbeat's answer, or an event: no variable is subscribed
-        if type(msg) is VariablesUpdated and msg.versions:
+        if isinstance(w, Read):
+            self._read(w, msg)
+        elif type(msg) is VariablesUpdated and msg.versions:
             self._answer(w, ACKED, stamp=msg.versions[0].stamp)
         elif type(msg) is Error:
             outcome = {UNAVAILABLE: REFUSED, OUTCOME_UNKNOWN: UNKNOWN}.get(msg.code, f"error:{msg.code}")
@@ -166,6 +199,20 @@ class ScriptClient:
         else:
             self._answer(w, f"error:{type(msg).__name__}")
 
-    def _answer(self, w: Write, outcome: str, *, stamp: int = 0, detail: str = "") -> None:
+    def _read(self, r: Read, msg: Message) -> None:
+        r.answered_at = self.now
+        if type(msg) is VariablesData:
+            r.outcome = READ
+            for v in msg.variables:
+                if v.name == r.name:
+                    r.value, r.stamp = v.value, v.stamp
+        else:
+            r.outcome, r.detail = f"error:{getattr(msg, 'code', type(msg).__name__)}", getattr(msg, "detail", "")
+        self.net.record(self.name, "c:read", (r.rid, r.name, r.outcome, r.stamp))
+
+    def _answer(self, w: Write | Read, outcome: str, *, stamp: int = 0, detail: str = "") -> None:
+        if isinstance(w, Read):  # its connection dropped
+            w.outcome, w.detail, w.answered_at = outcome, detail, self.now
+            return
         w.outcome, w.stamp, w.detail, w.answered_at = outcome, stamp, detail, self.now
         self.net.record(self.name, "c:write", (w.wid, w.name, w.concern, outcome, stamp))
