@@ -20,6 +20,7 @@ import base64
 import binascii
 import dataclasses
 import enum
+import functools
 import json
 import types
 import typing
@@ -80,6 +81,7 @@ def _shape(tp: Any) -> tuple[ToWire, ToJson]:
     return (lambda v, where: v), (lambda v: v)
 
 
+@functools.cache
 def _fields(cls: type) -> tuple[list[str], list[tuple[ToWire, ToJson]]]:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import reprlib
 import types
 import typing
@@ -220,6 +221,15 @@ class _Generator:
         return self.ns
 
 
+@functools.lru_cache(maxsize=32)
+def _generated(classes: tuple[type[Message], ...]) -> tuple[dict[type, tuple[str, str]], dict[str, Any]]:
+    """The generated encoder/decoder names and functions for a set of classes. They are pure, so
+    every codec over the same classes shares them (a simulated cluster builds dozens of codecs)."""
+    gen = _Generator()
+    names = {cls: gen.message(cls) for cls in classes}
+    return names, gen.build()
+
+
 class Codec:
     """Encodes and strictly decodes registered messages and envelopes.
 
@@ -231,9 +241,7 @@ class Codec:
         # Local-only messages (timers, link events) are encodable for traces, but a peer must
         # never be able to inject one: by default their tags are unknown to the decoder.
         decodable = {cls for cls in self.classes if decode_local or getattr(cls, "SCOPE", WIRE) == WIRE}
-        gen = _Generator()
-        names = {cls: gen.message(cls) for cls in self.classes}
-        ns = gen.build()
+        names, ns = _generated(tuple(self.classes))
         self._addresses: dict[tuple[str, str], Address] = {}
         self._encoders: dict[type, Callable[[Message], list[Any]]] = {
             cls: ns[e] for cls, (e, _) in names.items()

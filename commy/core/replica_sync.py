@@ -140,7 +140,10 @@ class ReplicaSync(Actor):
                 if any(s > ours.get(o, 0) for o, s in theirs.items()):
                     self.request_sync(key, peer, ours)
             elif self.is_replica(key, also=peer):
-                self.request_sync(key, peer, {})
+                if theirs:
+                    self.request_sync(key, peer, {})
+                else:  # the peer holds it empty (created, never written): nothing to fetch, just hold it
+                    self.store.open(*key, create=True)
         if self.catching_up_since is not None:
             self.digested.add(peer)
             self.check_caught_up()

@@ -62,6 +62,16 @@ def test_a_missing_service_is_fetched_only_by_its_replicas() -> None:
     assert asked == sorted(mine) and 0 < len(mine) < len(services)
 
 
+def test_an_empty_service_a_peer_holds_is_created_by_its_replicas_without_a_sync() -> None:
+    services = [f"s{i}" for i in range(20)]
+    mine = {s for s in services if "n1" in rendezvous(T, s, ["n1", "n2", "n3"], 2)}
+    rep, ctx, store = solo()
+    for s in services:
+        digest(rep, [], service=s)  # held by n2, never written
+    assert not sent_of(ctx, SyncServiceRequest)
+    assert {s for s in services if store.exists(T, s)} == mine
+
+
 def test_a_sync_answer_holds_what_the_requester_lacks_or_says_transfer() -> None:
     rep, ctx, store = solo(max_sync_bytes=5)
     h = store.open(T, S, create=True)
