@@ -212,7 +212,9 @@ class ClusterOps(AdminOps):
                         return key
             return None
         tenant = getattr(msg, "tenant", None)
-        session = conn.sessions.get(tenant) if type(tenant) is str else None
+        if type(tenant) is not str or (tenant, getattr(msg, "service", None)) in self.open_services:
+            return None  # the usual case, once per request: served here already
+        session = conn.sessions.get(tenant)
         if session is None or not session.open or self.ctx.now() >= session.expires_at:
             return None
         return self._missing(tenant, getattr(msg, "service", None))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from commy.core.actor import Context, TimerId, handles
 from commy.core.hlc import HybridClock, millis_of, origin_of
@@ -72,7 +71,10 @@ from commy.messages import (
     WriteRecord,
     WritesMade,
     client_address,
+    fast_constructor,
 )
+
+_new_record = fast_constructor(WriteRecord)  # positional, without the frozen __init__'s setattrs
 
 HUB = "clients"  # the client hub's actor name: it announces remote writes to subscribers
 LIVE_STATES = REACHABLE
@@ -242,7 +244,7 @@ class Replicator(ReplicaSync):
         chained: list[WriteRecord] = []
         for m in made:
             for w in m.writes:
-                chained.append(replace(w, prev=prev))
+                chained.append(_new_record(w.name, w.value, w.stamp, prev, w.writer))  # not replace(): per write
                 prev = w.stamp
                 st.writers[w.name] = w.writer
         if chained:

@@ -55,6 +55,7 @@ _new_version = fast_constructor(VariableVersion)
 _new_updated = fast_constructor(VariablesUpdated)
 _new_changed = fast_constructor(VariableChanged)
 _new_record = fast_constructor(WriteRecord)
+_new_made = fast_constructor(WritesMade)
 
 
 class VariableOps(HubBase):
@@ -175,9 +176,9 @@ class VariableOps(HubBase):
                         for nv, v in zip(variables, versions, strict=True))
         if concern == "local":
             self.ctx.reply(env, reply)
-            self.ctx.send(self.replicator, WritesMade(tenant, service, records, concern, "", 0, None))
+            self.ctx.send(self.replicator, _new_made(tenant, service, records, concern, "", 0, None))
         else:  # the replicator answers once enough holders have it
-            self.ctx.send(self.replicator, WritesMade(tenant, service, records, concern, conn.conn_id, env.msg_id,
+            self.ctx.send(self.replicator, _new_made(tenant, service, records, concern, conn.conn_id, env.msg_id,
                                                       reply))
 
     def served(self, key: tuple[str, str], session: Session) -> tuple[ServiceHandle, set[str]]:
