@@ -10,16 +10,32 @@ cluster can hold. Each pass collects every problem it finds before raising one `
 user fixes a file in one round; each problem names the file and the key path
 (`cluster.toml: nodes[2].peer: ...`). The secret never appears in a repr, in `describe` or in an
 error message.
+
+The tables: `[cluster]` (name, secret, replication, concerns, seeds), `[heartbeat]`, `[timeouts]`,
+`[tls]` (optional), one `[[nodes]]` per server, and for `commy launch` the optional `[launch]`
+(restart backoff, ready timeout) and `[[hosts]]` (one thespian actor system per machine: name,
+address, admin port; each node names its `host`). Without `[[hosts]]` there is one host, "local"
+on 127.0.0.1 with admin port 1900, running every node. The hosts and launch part -- its types,
+reading and rules -- lives in `commy.config_hosts`.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from commy.config_hosts import (
+    DEFAULT_HOST,
+    HostConfig,
+    LaunchConfig,
+    describe_hosts,
+    host_problems,
+    read_hosts,
+    read_launch,
+)
 from commy.config_read import (
     WILDCARD_HOSTS,
     ConfigError,
@@ -39,6 +55,8 @@ __all__ = [
     "WRITE_CONCERNS",
     "ClusterConfig",
     "ConfigError",
+    "HostConfig",
+    "LaunchConfig",
     "NodeConfig",
     "Timeouts",
     "TlsConfig",
@@ -74,7 +92,8 @@ class TlsConfig:
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """One server. `peer` is where the other nodes dial it (and where it listens for them);
-    `listen` is where its clients connect; `url` is what clients are told to connect to."""
+    `listen` is where its clients connect; `url` is what clients are told to connect to; `host` is
+    the name of the host (`[[hosts]]`) it runs on, "" in code meaning the first host."""
 
     id: str
     index: int
@@ -83,6 +102,7 @@ class NodeConfig:
     data: Path
     priority: int = 0
     url: str = ""
+    host: str = ""
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -92,7 +112,9 @@ class NodeConfig:
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """A whole cluster, validated. `secret` is the shared key links authenticate with (kept out of
-    the repr); `secret_source` says where it came from; `path` is the file it was read from."""
+    the repr); `secret_source` says where it came from; `path` is the file it was read from.
+    `hosts` are the machines `commy launch` runs actor systems on (none given: one "local" host,
+    127.0.0.1, admin port 1900); a node left without a host runs on the first one."""
 
     name: str
     secret: bytes = field(repr=False)
@@ -104,13 +126,19 @@ class ClusterConfig:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     timeouts: Timeouts = Timeouts()
     tls: TlsConfig | None = None
+    hosts: tuple[HostConfig, ...] = ()
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     path: Path | None = None
     secret_source: str = ""
 
     def __post_init__(self) -> None:
         if not self.seeds:
             object.__setattr__(self, "seeds", tuple(n.id for n in self.nodes))
-        problems = list(_cross_problems(self))
+        object.__setattr__(self, "hosts", tuple(self.hosts) or (HostConfig(DEFAULT_HOST),))
+        if any(not n.host for n in self.nodes):
+            first = self.hosts[0].name
+            object.__setattr__(self, "nodes", tuple(n if n.host else replace(n, host=first) for n in self.nodes))
+        problems = [*_cross_problems(self), *host_problems(self.hosts, self.nodes, self.launch)]
         if problems:
             where = str(self.path) if self.path is not None else "<config>"
             raise ConfigError([f"{where}: {p}" for p in problems])
@@ -121,6 +149,23 @@ class ClusterConfig:
                 return n
         known = ", ".join(n.id for n in self.nodes)
         raise ConfigError([f"{self.path or '<config>'}: no node {show(node_id)} (the nodes are {known})"])
+
+    @property
+    def leader(self) -> HostConfig:
+        """The first host: the leader of the thespian convention the other hosts join."""
+        return self.hosts[0]
+
+    def host(self, name: str) -> HostConfig:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        known = ", ".join(h.name for h in self.hosts)
+        raise ConfigError([f"{self.path or '<config>'}: no host {show(name)} (the hosts are {known})"])
+
+    def nodes_on(self, host_name: str) -> tuple[NodeConfig, ...]:
+        """The nodes that run on host `host_name` (in file order); ConfigError for an unknown host."""
+        self.host(host_name)
+        return tuple(n for n in self.nodes if n.host == host_name)
 
     def member_info(self, node_id: str, incarnation: int = 0) -> MemberInfo:
         n = self.node(node_id)
@@ -233,6 +278,8 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     tls_table = root.table("tls")
     tls = _tls(tls_table) if tls_table.present else None  # no [tls]: clients use plain ws://
     nodes = tuple(_node(entry, i, tls is not None) for i, entry in enumerate(root.tables("nodes")))
+    hosts = read_hosts(root)
+    launch = read_launch(root)
     root.done()
     problems.raise_if_any()
     if not rf_given:  # the default 2, but a one-node cluster can only hold one copy
@@ -240,7 +287,7 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     return ClusterConfig(
         name=name, secret=secret, nodes=nodes, replication_factor=replication_factor,
         write_concern=write_concern, conflict=conflict, seeds=tuple(seeds), heartbeat=heartbeat,
-        timeouts=timeouts, tls=tls, path=path, secret_source=source)
+        timeouts=timeouts, tls=tls, hosts=hosts, launch=launch, path=path, secret_source=source)
 
 
 def _parse(path: Path, where: str) -> dict[str, Any]:
@@ -302,11 +349,12 @@ def _node(t: Table, position: int, tls: bool) -> NodeConfig:
     data = t.path("data")
     priority = t.integer("priority", 0)
     url = t.string("url", "")
+    host = t.node_id("host", "")  # "": the first host
     t.done()
     if url and not url.startswith(("ws://", "wss://")):
         t.fail("url", f'expected "ws://HOST:PORT" or "wss://HOST:PORT", got "{url}"')
     return NodeConfig(id=node_id, index=index, peer=peer, listen=listen, data=data, priority=priority,
-                      url=url or client_url(peer, listen, tls=tls))
+                      url=url or client_url(peer, listen, tls=tls), host=host)
 
 
 # --------------------------------------------------------------------------- a summary for people
@@ -326,6 +374,7 @@ def describe(config: ClusterConfig) -> str:
         f"client_heartbeat {t.client_heartbeat:g} s",
         f"  tls: cert {c.tls.cert}, key {c.tls.key}" if c.tls else "  tls: off (clients use ws://)",
         f"  secret: {c.secret_source or 'given in code'} ({len(c.secret)} bytes)",
+        *describe_hosts(c),
     ]
     for n in c.nodes:
         prio = f", priority {n.priority}" if n.priority else ""

@@ -71,6 +71,14 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def node_id_problem(value: str) -> str | None:
+    """Why `value` is not a valid node id or host name (None: it is)."""
+    if NODE_ID.fullmatch(value):
+        return None
+    return (f"expected letters, digits, '-', '_' or '.' (at most 64, starting with a letter or digit), "
+            f"got {show(value)}")
+
+
 def format_address(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -198,11 +206,15 @@ class Table:
             return list(default)
         return list(value)
 
-    def node_id(self, key: str) -> str:
+    def node_id(self, key: str, default: Any = REQUIRED) -> str:
+        """A name with the rules of a node id (node ids, host names); optional when given a default."""
+        if default is not REQUIRED and key not in self.data:
+            self.read.add(key)
+            return str(default)
         value = self.string(key)
-        if value and not NODE_ID.fullmatch(value):
-            self.fail(key, f"expected letters, digits, '-', '_' or '.' (at most 64, starting with a letter "
-                           f"or digit), got {show(value)}")
+        problem = node_id_problem(value) if value else None
+        if problem:
+            self.fail(key, problem)
         return value
 
     def address(self, key: str) -> tuple[str, int]:
