@@ -225,7 +225,7 @@ def test_the_two_host_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert {n.listen for n in c.nodes}.isdisjoint({n.listen for n in one.nodes})
     assert {n.data for n in c.nodes}.isdisjoint({n.data for n in one.nodes})
     assert main(["config", "check", str(EXAMPLES / "3-node-2-hosts.toml")]) == 0
-    assert "host h2: address 127.0.0.1, admin port 1901, nodes n3" in capsys.readouterr().out
+    assert "host h2: address 127.0.0.1, admin port 1911, nodes n3" in capsys.readouterr().out
 
 
 def test_the_one_host_examples_use_the_defaults(tmp_path: Path) -> None:
