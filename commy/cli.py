@@ -167,11 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     from commy.client.admin_cli import add_admin_parser
+    from commy.launch.cli import add_launch_parsers
     from commy.runtime.serve import add_certs_parser, add_serve_parser
 
     add_serve_parser(sub)
     add_admin_parser(sub)
     add_certs_parser(sub)
+    add_launch_parsers(sub)
     return parser
 
 

@@ -20,7 +20,6 @@ import base64
 import binascii
 import dataclasses
 import enum
-import functools
 import json
 import types
 import typing
@@ -81,11 +80,17 @@ def _shape(tp: Any) -> tuple[ToWire, ToJson]:
     return (lambda v, where: v), (lambda v: v)
 
 
-@functools.cache
+_FIELDS: dict[type, tuple[list[str], list[tuple[ToWire, ToJson]]]] = {}
+
+
 def _fields(cls: type) -> tuple[list[str], list[tuple[ToWire, ToJson]]]:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    return names, [_shape(hints[n]) for n in names]
+    """Names and shapes of `cls`'s fields, worked out once per class (a simulated run makes many codecs)."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        known = _FIELDS[cls] = (names, [_shape(hints[n]) for n in names])
+    return known
 
 
 def _object_to_list(obj: Any, names: list[str], shapes: list[tuple[ToWire, ToJson]], where: str) -> list[Any]:

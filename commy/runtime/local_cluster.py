@@ -82,23 +82,29 @@ def pid_alive(pid: int) -> bool:
 
 def write_cluster_files(folder: Path, ids: Sequence[str], *, replication_factor: int = 2,
                         write_concern: str = "replicated", heartbeat_interval: float | None = None,
-                        name: str = "local") -> Path:
+                        name: str = "local", hosts: dict[str, list[str]] | None = None) -> Path:
     """Write `folder/secret` (0600) and `folder/cluster.toml` for nodes `ids` on free loopback
-    ports; return the configuration's path."""
+    ports; return the configuration's path. `hosts` (host name -> its node ids, the leader first)
+    adds `[[hosts]]` on free admin ports, for `commy launch`."""
     folder.mkdir(parents=True, exist_ok=True)
     secret = folder / "secret"
     secret.unlink(missing_ok=True)
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32) + "\n")
-    ports = free_ports(2 * len(ids))
+    ports = free_ports(2 * len(ids) + len(hosts or {}))  # one call: no port handed out twice
     lines = ["[cluster]", f'name = "{name}"', 'secret_file = "secret"',
              f"replication_factor = {replication_factor}", f'write_concern = "{write_concern}"', ""]
     if heartbeat_interval is not None:
         lines += ["[heartbeat]", f"interval = {heartbeat_interval}", ""]
+    host_of = {node: host for host, nodes in (hosts or {}).items() for node in nodes}
+    for host, admin_port in zip(hosts or {}, ports[2 * len(ids):], strict=True):
+        lines += ["[[hosts]]", f'name = "{host}"', f'address = "{HOST}"', f"admin_port = {admin_port}", ""]
     for i, node in enumerate(ids):
         lines += ["[[nodes]]", f'id = "{node}"', f"index = {i + 1}", f'peer = "{HOST}:{ports[2 * i]}"',
                   f'listen = "{HOST}:{ports[2 * i + 1]}"', f'data = "data/{node}"', ""]
+        if node in host_of:
+            lines.insert(-1, f'host = "{host_of[node]}"')
     config = folder / "cluster.toml"
     config.write_text("\n".join(lines), encoding="utf-8")
     return config

@@ -1,0 +1,125 @@
+"""`commy launch` for real: two thespian actor systems (leader and member, standing for two hosts),
+three nodes across them, SDK clients writing with concern `replicated`, one node process SIGKILLed
+and restarted by the director, nothing acknowledged lost, and `commy stop` leaving no process.
+
+The commands run as a user runs them (`python -m commy.cli ...`, output captured: a launch must not
+hang a caller that reads its output). PIDs come from `commy status --json` (the node processes) and
+from /proc (every process in each actor system's session); the `launch_guard` fixture fails the
+test if any of them outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from commy.config import load_cluster_config
+from commy.runtime.local_cluster import write_cluster_files
+from tests.helpers.cluster_procs import wait_for
+from tests.helpers.launch_procs import LaunchGuard, commy, launch_guard, running, system_pids  # noqa: F401
+from tests.integration.test_cluster_processes import Writer, poll, problems, read_all, set_up
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+VICTIM = "n3"  # the node on the member host
+
+
+class Launched:
+    """What `set_up` needs of a cluster: its URLs and an admin key."""
+
+    def __init__(self, config: Path, status: dict[str, Any]) -> None:
+        self.config = config
+        self.nodes = {n["node_id"]: n for n in status["nodes"]}
+        self.urls = [n["url"] for n in status["nodes"]]
+        self.admin_key = (config.parent / "data" / "n1" / "admin.key").read_text().strip()
+
+
+def status(config: Path) -> dict[str, Any]:
+    out = commy("status", str(config), "--json", timeout=60)
+    assert out.stdout, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_launch_supervise_and_stop_two_hosts(tmp_path: Path, launch_guard: LaunchGuard) -> None:  # noqa: F811
+    config = write_cluster_files(tmp_path, ["n1", "n2", "n3"], replication_factor=2, write_concern="replicated",
+                                 name="launched", hosts={"h1": ["n1", "n2"], "h2": ["n3"]})
+    hosts = load_cluster_config(config).hosts
+    launch_guard.config, launch_guard.admin_ports = config, [h.admin_port for h in hosts]
+
+    launched = commy("launch", str(config), timeout=120)
+    launch_guard.watch_systems()
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "admin key of n1's first start" in launched.stdout
+    first = status(config)
+    assert [(n["node_id"], n["host"], n["state"]) for n in first["nodes"]] == [
+        ("n1", "h1", "ready"), ("n2", "h1", "ready"), ("n3", "h2", "ready")]
+    assert first["hosts"] == [["h1", True], ["h2", True]]
+    cluster = Launched(config, first)
+    victim_pid = cluster.nodes[VICTIM]["pid"]
+    assert victim_pid in system_pids(hosts[1].admin_port)  # the node runs in the member system's process tree
+    for pid in (n["pid"] for n in first["nodes"]):
+        launch_guard.pids[pid] = "node process"
+
+    writers, restarted = asyncio.run(load_kill_and_restart(cluster, victim_pid))
+    launch_guard.pids[restarted["pid"]] = "restarted node process"
+    assert restarted["restarts"] == 1 and restarted["pid"] != victim_pid
+
+    async def every_node_has_every_acked_write() -> dict[str, list[str]]:
+        views = {node: await read_all(n["url"], writers[0].key) for node, n in cluster.nodes.items()}
+        ring = list(views)
+        return {a: problems(writers, {a: views[a], b: views[b]}) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)}
+
+    found: dict[str, list[str]] = {}
+
+    async def converged() -> bool:
+        found.update(await every_node_has_every_acked_write())
+        return not any(found.values())
+
+    assert asyncio.run(poll(converged, 15.0)), {k: v[:5] for k, v in found.items()}
+
+    stopped = commy("stop", str(config), timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert wait_for(lambda: not launch_guard.leftovers(), 15.0, step=0.1), launch_guard.leftovers()
+    assert "actor system stopped" in stopped.stdout
+
+
+async def load_kill_and_restart(cluster: Launched, victim_pid: int) -> tuple[list[Writer], dict[str, Any]]:
+    """Writers on every node (each with every URL), SIGKILL the victim's process under the load,
+    wait for the director to report it ready again, then a little more load."""
+    key = await set_up(cluster)  # type: ignore[arg-type]
+    urls = cluster.urls
+    writers = [Writer(f"w{i}", urls[i % 3:] + urls[:i % 3], key) for i in range(6)]
+    await asyncio.gather(*(w.connect() for w in writers))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in writers]
+    restarted: dict[str, Any] = {}
+    try:
+        assert await poll(lambda: all(len(w.acks) >= 20 for w in writers), 15.0), "the load never started"
+        os.kill(victim_pid, signal.SIGKILL)
+        killed_at = time.time()
+
+        async def back() -> bool:
+            node = next(n for n in (await asyncio.to_thread(status, cluster.config))["nodes"]
+                        if n["node_id"] == VICTIM)
+            restarted.update(node)
+            return bool(node["state"] == "ready" and node["pid"] != victim_pid)
+
+        assert await poll(back, 60.0), restarted
+        print(f"launch: {VICTIM} restarted by the director {time.time() - killed_at:.2f} s after SIGKILL "
+              f"(pid {victim_pid} -> {restarted['pid']})")
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in writers:
+            if w.client is not None:
+                await w.client.close()
+    assert all(w.first_ack_after(killed_at) for w in writers), {w.name: dict(w.failures) for w in writers}
+    return writers, restarted
