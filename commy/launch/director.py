@@ -6,8 +6,9 @@ convention changes (the leader's host counts as registered at once; a member hos
 `ActorSystemConventionUpdate` arrives) and creates one `NodeActor` per node on its host. Exits come
 as `ChildActorExited` (twice, on TCP: the supervisor drops the second by generation), as
 `NodeFailed`, as a start that outlives `ready_timeout`, or -- when a whole host died and thespian
-says nothing -- from the status polls: a ready node that stops answering while most nodes see it
-DOWN. Each is restarted after the supervisor's backoff.
+says nothing -- from the status polls (a ready node that stops answering while most nodes see it
+DOWN) and, later, from the convention (the host's registration lapsed: its nodes wait for it to
+come back). Each is restarted after the supervisor's backoff.
 
 Every `POLL_INTERVAL` seconds the director asks each running node for its status; a
 `StatusRequest` is answered with the rows of the next completed poll. `StopCluster` tells every
@@ -133,9 +134,14 @@ class Director(Actor):
             self._host(host, bool(msg.remoteAdded))
 
     def _host(self, host: str, up: bool) -> None:
-        if self.sup is not None:
-            for node_id in self.sup.host_changed(host, up):
-                self._start(node_id)
+        if self.sup is None:
+            return
+        for node_id in self.sup.host_changed(host, up):
+            self._start(node_id)
+        if not up:  # its actor system is gone, and with it every node actor there (thespian says nothing)
+            for node_id, generation in self.sup.running_on(host):
+                self._retire(node_id)
+                self._exited(node_id, generation, f"host {host} left the convention")
 
     def _start(self, node_id: str) -> None:
         assert self.sup is not None and self.config is not None

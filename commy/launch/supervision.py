@@ -105,6 +105,10 @@ class Supervisor:
         self.hosts_up.add(host)
         return [r.node_id for r in self.on_host(host) if r.state is S.WAITING]
 
+    def running_on(self, host: str) -> list[tuple[str, int]]:
+        """(node id, generation) of the nodes with an actor on `host` -- all lost if the host left."""
+        return [(r.node_id, r.generation) for r in self.on_host(host) if r.state in RUNNING]
+
     def start(self, node_id: str) -> StartNode:
         r = self.records[node_id]
         if r.state is S.BACKOFF:

@@ -123,3 +123,30 @@ async def load_kill_and_restart(cluster: Launched, victim_pid: int) -> tuple[lis
                 await w.client.close()
     assert all(w.first_ack_after(killed_at) for w in writers), {w.name: dict(w.failures) for w in writers}
     return writers, restarted
+
+
+def test_a_host_that_dies_whole_is_noticed_and_its_nodes_come_back_with_it(
+        tmp_path: Path, launch_guard: LaunchGuard) -> None:  # noqa: F811
+    """Thespian sends no exit notice when a host's whole actor system dies: the director learns it
+    from commy's membership (and the lapsed registration), and restarts the host's node once the
+    host is launched again."""
+    config = write_cluster_files(tmp_path, ["n1", "n2", "n3"], name="hosts", hosts={"h1": ["n1", "n2"], "h2": ["n3"]})
+    hosts = load_cluster_config(config).hosts
+    launch_guard.config, launch_guard.admin_ports = config, [h.admin_port for h in hosts]
+    assert commy("launch", str(config)).returncode == 0
+    launch_guard.watch_systems()
+    member = system_pids(hosts[1].admin_port)
+    for pid in member:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not any(running(p) for p in member), 5.0)
+
+    def n3() -> dict[str, Any]:
+        return next(n for n in status(config)["nodes"] if n["node_id"] == "n3")
+
+    assert wait_for(lambda: n3()["state"] == "waiting", 60.0, step=1.0), n3()
+    relaunched = commy("launch", str(config), "--host", "h2")
+    launch_guard.watch_systems()
+    assert relaunched.returncode == 0, relaunched.stderr
+    assert wait_for(lambda: n3()["state"] == "ready", 30.0, step=1.0), n3()
+    assert commy("stop", str(config)).returncode == 0
+    assert wait_for(lambda: not launch_guard.leftovers(), 15.0, step=0.1), launch_guard.leftovers()

@@ -79,6 +79,7 @@ def test_a_restart_due_while_the_host_is_gone_waits_for_the_host() -> None:
     s = running(sup())
     gen = s.records["n3"].generation
     s.host_changed("h2", False)
+    assert s.running_on("h2") == [("n3", gen)] and s.running_on("h1") == [("n1", 1), ("n2", 1)]
     s.exited("n3", gen, 1.0, "")
     assert not s.due("n3", gen) and s.records["n3"].state is S.WAITING
     assert s.host_changed("h2", True) == ["n3"]
