@@ -36,6 +36,43 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+def _listening() -> dict[str, tuple[str, int]]:
+    """inode -> (IPv4 address, port) of every listening TCP socket (IPv6 ones as "v6")."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":
+                continue
+            host, port = fields[1].rsplit(":", 1)
+            ip = ".".join(str(int(host[i:i + 2], 16)) for i in (6, 4, 2, 0)) if len(host) == 8 else "v6"
+            out[fields[9]] = (ip, int(port, 16))
+    return out
+
+
+def listening_addresses(pids: set[int]) -> set[tuple[str, int]]:
+    """The (address, port) every listening socket held by `pids` is bound to."""
+    table = _listening()
+    found = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in table:
+                found.add(table[link[8:-1]])
+    return found
+
+
 def listening_pids(port: int) -> set[int]:
     inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
     pids = set()

@@ -23,7 +23,14 @@ import pytest
 from commy.config import load_cluster_config
 from commy.runtime.local_cluster import write_cluster_files
 from tests.helpers.cluster_procs import wait_for
-from tests.helpers.launch_procs import LaunchGuard, commy, launch_guard, running, system_pids  # noqa: F401
+from tests.helpers.launch_procs import (  # noqa: F401
+    LaunchGuard,
+    commy,
+    launch_guard,
+    listening_addresses,
+    running,
+    system_pids,
+)
 from tests.integration.test_cluster_processes import Writer, poll, problems, read_all, set_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -61,6 +68,10 @@ def test_launch_supervise_and_stop_two_hosts(tmp_path: Path, launch_guard: Launc
     assert [(n["node_id"], n["host"], n["state"]) for n in first["nodes"]] == [
         ("n1", "h1", "ready"), ("n2", "h1", "ready"), ("n3", "h2", "ready")]
     assert first["hosts"] == [["h1", True], ["h2", True]]
+    every = set().union(*(system_pids(h.admin_port) for h in hosts))
+    bound = listening_addresses(every)
+    assert {p for _, p in bound} >= {h.admin_port for h in hosts}  # the admins, the actors, the nodes
+    assert {a for a, _ in bound} == {"127.0.0.1"}, bound  # thespian alone would listen on 0.0.0.0
     cluster = Launched(config, first)
     victim_pid = cluster.nodes[VICTIM]["pid"]
     assert victim_pid in system_pids(hosts[1].admin_port)  # the node runs in the member system's process tree
