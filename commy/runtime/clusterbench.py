@@ -4,22 +4,22 @@ The process rows start three `commy serve --config F --node ID` processes on loo
 the default heartbeat settings, and stop them by PID when done, whatever happened.
 
 **Replication lag** (`measure_replication_lag`). One writer connection on n1 sends `SetVariables`
-(concern `local`, a 64-byte value carrying its sequence number, rotating over 16 variables)
-pipelined and paced to `rate` writes/s: every millisecond or so it sends the writes that are due
-and notes the time (`time.perf_counter`, this machine's monotonic clock). Two subscribers, on the
-whole service, read the changes: one on n2 (the writes reach it through replication) and one on
-n1 itself (the same path without replication: the writer's frame, n1's gateway and hub, a
-subscriber's socket). The connections are the minimal WebSocket clients of `wsbench`, stamping
-each frame as it is read, all in this process, so one clock measures both ends. Per write:
-raw lag = arrival on n2 - sent; local = arrival on n1 - sent. Net replication lag = raw lag - the
-median local one-way time of the same run: what replication adds beyond what any client pays to
-see another client's write on one node. The target applies to the net p99; the note shows the raw
-and local figures. The rate reported is the writes n1 acknowledged per second (the writer's last
-reply ends the window). A run stops early once n1's acks or n2's changes fall `BACKLOG` seconds of
-writes behind the pace: a queue that only grows measures the queue (and a subscriber 10,000
-messages behind is dropped by the gateway). When n1 cannot sustain `rate`, short probes step the
-pace down by 0.8 until one holds, the runs are made at that pace, and the row names the rate
-reached instead of the rate asked for.
+(concern `local`, 64-byte values carrying their sequence numbers, rotating over 16 variables; one
+variable per request, or `batch` of them) pipelined and paced to `rate` writes/s: every millisecond
+or so it sends the requests that are due and notes the time (`time.perf_counter`, this machine's
+monotonic clock). Two subscribers, on the whole service, read the changes: one on n2 (the writes
+reach it through replication) and one on n1 itself (the same path without replication: the writer's
+frame, n1's gateway and hub, a subscriber's socket). The connections are the minimal WebSocket
+clients of `wsbench`, stamping each frame as it is read, all in this process, so one clock measures
+both ends. Per write: raw lag = arrival on n2 - sent; local = arrival on n1 - sent. Net replication
+lag = raw lag - the median local one-way time of the same run: what replication adds beyond what any
+client pays to see another client's write on one node. The target applies to the net p99; the note
+shows the raw and local figures. The rate reported is the writes n1 acknowledged per second (the
+writer's last reply ends the window). A run stops early once n1's acks or n2's changes fall
+`BACKLOG` seconds of writes behind the pace: a queue that only grows measures the queue (and a
+subscriber 10,000 messages behind is dropped by the gateway). When n1 cannot sustain `rate`, short
+probes step the pace down by 0.8 until one holds, the runs are made at that pace, and the row names
+the rate reached instead of the rate asked for.
 
 The kill -9 measurement is in `commy.runtime.killbench`; the builders of both process rows for
 `commy bench` are at the end of this module (the simulated cluster's row is in `commy.bench`, the
@@ -123,8 +123,10 @@ def _value(seq: int) -> bytes:
     return seq.to_bytes(8, "big") + bytes(VALUE_SIZE - 8)
 
 
-def _write(seq: int) -> SetVariables:
-    return SetVariables(TENANT, SERVICE, (NamedValue(f"v{seq % VARIABLES}", _value(seq)),), "local")
+def _write(seq: int, batch: int = 1) -> SetVariables:
+    """Writes `seq` .. `seq + batch - 1` in one request (distinct variables while batch <= VARIABLES)."""
+    return SetVariables(TENANT, SERVICE, tuple(NamedValue(f"v{s % VARIABLES}", _value(s))
+                                               for s in range(seq, seq + batch)), "local")
 
 
 async def _open(url: str) -> RawClient:
@@ -210,30 +212,33 @@ async def _drain(clients: list[RawClient], count: int, timeout: float = 10.0) ->
 
 
 async def _paced_run(writer: RawClient, local: RawClient, remote: RawClient, codec: ClientCodec,
-                     first: int, count: int, rate: float) -> LagRun:
-    """Send `count` writes paced at `rate`; stop early (unsustained) once n1's acks or n2's changes
-    fall more than BACKLOG seconds of writes behind -- a queue that only grows measures the queue."""
-    frames = [codec.encode_binary(first + i + 10, _write(first + i)) for i in range(count)]
-    sent = [0.0] * count
+                     first: int, count: int, rate: float, batch: int = 1) -> LagRun:
+    """Send `count` writes, `batch` per request, paced at `rate` writes/s; stop early (unsustained)
+    once n1's acks or n2's changes fall more than BACKLOG seconds of writes behind -- a queue that
+    only grows measures the queue."""
+    requests = max(1, count // batch)
+    frames = [codec.encode_binary(first + j * batch + 10, _write(first + j * batch, batch)) for j in range(requests)]
+    sent = [0.0] * requests  # per request: each of its writes was sent then
     _reset(writer, local, remote)
     clock = time.perf_counter
-    limit = max(50, int(rate * BACKLOG))
+    limit = max(50, int(rate * BACKLOG))  # writes
     start = clock()
-    i = 0
+    i = 0  # requests sent
     sustained = True
-    while i < count:
+    while i < requests:
         now = clock()
-        due = min(count, int((now - start) * rate) + 1)
+        due = min(requests, int((now - start) * rate / batch) + 1)
         for j in range(i, due):
             writer.send(frames[j])
             sent[j] = now
         i = due
-        if i - len(writer.frames) > limit or i - len(remote.frames) > limit:
+        if (i - len(writer.frames)) * batch > limit or i * batch - len(remote.frames) > limit:
             sustained = False
             break
         await asyncio.sleep(0.0005)
-    count = i
-    await _drain([writer, local, remote], count)
+    requests, count = i, i * batch
+    await _drain([writer], requests)
+    await _drain([local, remote], count)
     acks = 0
     for data in writer.frames:
         _, msg = codec.decode_binary(data)
@@ -241,15 +246,16 @@ async def _paced_run(writer: RawClient, local: RawClient, remote: RawClient, cod
             raise RuntimeError(f"replication lag: a write was answered with {msg!r}")
         acks += 1
     at_local, at_remote = _arrivals(local, codec), _arrivals(remote, codec)
-    local_lags = [at_local[first + k] - sent[k] for k in range(count) if first + k in at_local]
-    raw = [at_remote[first + k] - sent[k] for k in range(count) if first + k in at_remote]
-    if acks < count or not raw or not local_lags:
+    local_lags = [at_local[first + k] - sent[k // batch] for k in range(count) if first + k in at_local]
+    raw = [at_remote[first + k] - sent[k // batch] for k in range(count) if first + k in at_remote]
+    if acks < requests or not raw or not local_lags:
         closed = [name for name, c in (("writer", writer), ("n1 subscriber", local), ("n2 subscriber", remote))
                   if c.transport is None or c.transport.is_closing()]
-        raise RuntimeError(f"replication lag: of {count} writes {acks} were acknowledged, {len(local_lags)} "
+        raise RuntimeError(f"replication lag: of {count} writes ({requests} requests) {acks} requests were "
+                           f"acknowledged, {len(local_lags)} "
                            f"reached the subscriber on n1 and {len(raw)} the one on n2 "
                            f"(connections closed: {', '.join(closed) or 'none'})")
-    rate_done = count / (writer.arrivals[count - 1] - start)
+    rate_done = count / (writer.arrivals[requests - 1] - start)
     sustained = sustained and rate_done >= SUSTAINED * rate
     overhead = statistics.median(local_lags)
     net = [x - overhead for x in raw]
@@ -259,7 +265,7 @@ async def _paced_run(writer: RawClient, local: RawClient, remote: RawClient, cod
 
 
 async def measure_replication_lag(cluster: LocalCluster, runs: int, seconds: float,
-                                  rate: float = 10_000) -> list[LagRun]:
+                                  rate: float = 10_000, batch: int = 1) -> list[LagRun]:
     """`runs` paced runs of `seconds` each on a ready cluster (see the module docstring), at `rate`
     or, if n1 cannot keep up with it, at the highest pace of a short search (rate x 0.8 a step,
     two short probes each) that it sustained."""
@@ -270,8 +276,8 @@ async def measure_replication_lag(cluster: LocalCluster, runs: int, seconds: flo
 
     async def paced(pace: float, duration: float) -> LagRun:
         nonlocal seq
-        count = max(1, int(pace * duration))
-        result = await _paced_run(writer, local, remote, codec, seq, count, pace)
+        count = max(batch, int(pace * duration))
+        result = await _paced_run(writer, local, remote, codec, seq, count, pace, batch)
         seq += count
         return result
 
@@ -292,20 +298,20 @@ async def measure_replication_lag(cluster: LocalCluster, runs: int, seconds: flo
             c.close()
 
 
-async def replication_lag(runs: int, seconds: float, rate: float = 10_000) -> list[LagRun]:
+async def replication_lag(runs: int, seconds: float, rate: float = 10_000, batch: int = 1) -> list[LagRun]:
     """A fresh 3-node cluster of processes, measured, then stopped."""
     async with three_nodes() as cluster:
-        return await measure_replication_lag(cluster, runs, seconds, rate)
+        return await measure_replication_lag(cluster, runs, seconds, rate, batch)
 
 
 # --------------------------------------------------------------------------- rows for `commy bench`
 
 
-def lag_row(runs: int, seconds: float, rate: float = 10_000, target_ms: float = 5.0) -> Row:
+def lag_row(runs: int, seconds: float, rate: float = 10_000, target_ms: float = 5.0, batch: int = 1) -> Row:
     from commy.bench import Row
     from commy.runtime.loop import run
 
-    results = run(replication_lag(runs, seconds, rate))
+    results = run(replication_lag(runs, seconds, rate, batch))
 
     def med(field: str, scale: float = 1000.0) -> float:
         return statistics.median(getattr(r, field) for r in results) * scale
@@ -314,13 +320,16 @@ def lag_row(runs: int, seconds: float, rate: float = 10_000, target_ms: float = 
     sustained = pace >= rate and all(r.sustained for r in results)
     name = "replication lag p99, 3 nodes, " + (f"{rate:,.0f} writes/s" if sustained else
                                                 f"{reached:,.0f} writes/s ({rate:,.0f} not sustained)")
+    if batch > 1:
+        name += f", {batch} per request"
     net = med("net_p99")
     note = (f"net = arrival on n2 - sent - the median one-way time to a subscriber on n1 in the same run; "
             f"net p50 {med('net_p50'):.2f} ms; raw (n2 arrival - sent) p50 {med('raw_p50'):.2f} / p99 "
             f"{med('raw_p99'):.2f} ms; one-way on n1 p50 {med('local_p50'):.2f} / p99 {med('local_p99'):.2f} ms "
             f"(the ceiling column); {reached:,.0f} writes/s acknowledged at a pace of {pace:,.0f}/s"
             + ("" if sustained else f" (the fastest pace n1 kept up with; {rate:,.0f}/s fell behind)")
-            + f"; median of {len(results)} runs of {seconds:g} s, 64-byte values, concern local")
+            + f"; median of {len(results)} runs of {seconds:g} s, 64-byte values, concern local, "
+            + (f"{batch} variables per SetVariables" if batch > 1 else "one variable per SetVariables"))
     return Row(name, net, "ms", med("local_p99"), None, f"net p99 <= {target_ms:g} ms at {rate:,.0f} writes/s",
                sustained and net <= target_ms, note)
 

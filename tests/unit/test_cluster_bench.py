@@ -101,6 +101,8 @@ def test_replication_lag_row_on_three_processes() -> None:
     assert row.name.startswith("replication lag p99, 3 nodes, ") and "300 writes/s" in row.target
     assert "net p50" in row.note and "one-way on n1" in row.note
     assert row.name in render([row])
+    batched = clusterbench.lag_row(1, 0.2, rate=300, batch=10)
+    assert batched.name.endswith(", 10 per request") and "10 variables per SetVariables" in batched.note
     assert _children() <= before  # every node process stopped
 
 
