@@ -13,72 +13,69 @@ import sys
 from collections.abc import Sequence
 
 
-def _cmd_sim_list(args: argparse.Namespace) -> int:
-    from sim.scenarios import list_scenarios
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from sim.commands import main as sim_main
 
-    for name, description in list_scenarios():
-        print(f"{name:24} {description}")
-    return 0
+    return sim_main(args)
 
 
-def _cmd_sim_run(args: argparse.Namespace) -> int:
-    from sim.scenarios import run_scenario
-    from sim.sweep import lines_for_run, record_of
+def _add_sim_run_options(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    """Scenario size and duration, the fault options (`sim.faults`) and --color, for run/sweep/replay/export."""
+    if seed:
+        p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=None, help="cluster size (scenario default if omitted)")
+    p.add_argument("--duration", type=float, default=None, help="simulated seconds (scenario default)")
+    faults = p.add_argument_group("faults (added to the scenario's own; a replay needs the same ones)")
+    faults.add_argument("--latency", metavar="TIME", help="one-way latency of every link, e.g. 5ms")
+    faults.add_argument("--jitter", metavar="TIME", help="latency varies by up to this much, e.g. 2ms")
+    faults.add_argument("--loss", type=float, metavar="P", help="chance a message is lost, e.g. 0.05")
+    faults.add_argument("--dup", type=float, metavar="P", help="chance a message is delivered twice")
+    faults.add_argument("--reorder", type=float, metavar="P", help="chance a message overtakes earlier ones")
+    faults.add_argument("--partition", action="append", metavar="START..END:GROUPS",
+                        help="cut the cluster, e.g. '5s..15s:n1,n2|n3' (no END: until the quiesce; repeatable)")
+    faults.add_argument("--crash", action="append", metavar="NODE@TIME[..TIME]",
+                        help="crash a node, e.g. n2@10s, or n2@10s..12s to restart it (repeatable)")
+    faults.add_argument("--pause", action="append", metavar="NODE@TIME[..TIME]",
+                        help="freeze a node, e.g. n3@4s..7s (repeatable)")
+    faults.add_argument("--skew", action="append", metavar="NODE=OFFSET", help="clock offset, e.g. n3=+200ms")
+    faults.add_argument("--detector", metavar="SETTINGS",
+                        help="failure detector settings, e.g. interval=0.3,suspect=2,down=5")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour the output (auto: on a terminal, unless NO_COLOR is set)")
 
-    try:
-        result = run_scenario(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration)
-    except ValueError as exc:  # unknown scenario, too few nodes, too short a run
-        print(f"commy sim run: error: {exc}", file=sys.stderr)
-        return 2
-    for line in result.timeline:
-        print(line)
-    for line in lines_for_run(record_of(args.seed, result)):  # detection percentiles, false-DOWN count
-        print(line)
-    print(f"delivered: {result.delivered} messages in {result.duration:g} simulated s")
-    if result.violations:
-        for violation in result.violations:
-            print(f"invariants: VIOLATED: {violation}")
-        print(f"replay: {result.replay_command}")
-    else:
-        print("invariants: ok")
-    print(f"trace-hash: {result.trace_hash}")
-    return 1 if result.violations else 0
 
-
-def _cmd_sim_sweep(args: argparse.Namespace) -> int:
-    import json
-
-    from sim.progress import Progress
-    from sim.sweep import parse_seeds, sweep
-
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as exc:
-        print(f"commy sim sweep: error: --seeds: {exc}", file=sys.stderr)
-        return 2
-    bar = Progress(len(seeds), sys.stderr, label=f"sweep {args.scenario}")
-    try:
-        try:
-            summary = sweep(args.scenario, seeds, workers=args.workers, nodes=args.nodes, duration=args.duration,
-                            fail_fast=args.fail_fast, progress=bar.update)
-        finally:
-            bar.close()  # end the bar's line before any message
-    except ValueError as exc:  # unknown scenario, too few nodes, too short a run, bad --workers
-        print(f"commy sim sweep: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the workers are already gone (the pool is terminated on the way out)
-        print("commy sim sweep: interrupted", file=sys.stderr)
-        return 130
-    for line in summary.lines():
-        print(line)
-    if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(summary.as_json(), f, indent=2)
-        except OSError as exc:
-            print(f"commy sim sweep: error: --json: {exc}", file=sys.stderr)
-            return 2
-    return 1 if summary.failed else 0
+def _add_sim_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = sub.add_parser("sim", help="deterministic cluster simulations")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    lst = sim_sub.add_parser("list", help="list the scenarios")
+    lst.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    run = sim_sub.add_parser("run", help="run one scenario")
+    run.add_argument("scenario")
+    _add_sim_run_options(run)
+    swp = sim_sub.add_parser("sweep", help="run one scenario over many seeds and summarise")
+    swp.add_argument("scenario")
+    swp.add_argument("--seeds", default="1..200", help="a range 1..200 (inclusive), a list 1,5,9, or both")
+    swp.add_argument("--workers", type=int, default=1, help="worker processes (0: one per CPU)")
+    swp.add_argument("--fail-fast", action="store_true", help="stop at the first run with a violation")
+    swp.add_argument("--json", metavar="PATH", default=None, help="also write the summary as JSON")
+    swp.add_argument("--table", action="store_true", help="the summary as a table even when piped")
+    _add_sim_run_options(swp, seed=False)
+    rep = sim_sub.add_parser("replay", help="run a seed again and check its trace hash; step through it")
+    rep.add_argument("seed", type=int, nargs="?", default=None)
+    rep.add_argument("--scenario", default=None, help="the scenario (not needed with --from or --schedule)")
+    rep.add_argument("--from", dest="source", metavar="TRACE.jsonl", help="replay the run a trace file records")
+    rep.add_argument("--schedule", metavar="STEPS", help="a sim.schedule schedule: '[(t, action, args), ...]'")
+    rep.add_argument("--expect", metavar="HASH", help="the trace hash the run must reproduce (exit 1 if not)")
+    rep.add_argument("--step", action="store_true", help="step through the notable rows (Enter, c, q)")
+    rep.add_argument("--all", action="store_true", help="with --step: every row, not just the notable ones")
+    rep.add_argument("--window", metavar="START..END", help="with --step: only rows in this time window")
+    _add_sim_run_options(rep, seed=False)
+    exp = sim_sub.add_parser("export", help="run a scenario and write its trace as JSON lines")
+    exp.add_argument("scenario")
+    exp.add_argument("--trace", required=True, metavar="PATH", help="where to write (- for stdout)")
+    exp.add_argument("--events", metavar="NAMES", help="only these events, comma-separated (e.g. crash,log:peer_state)")
+    _add_sim_run_options(exp)
+    sim.set_defaults(func=_cmd_sim)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -117,24 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="commy: hierarchical, multi-tenant shared-memory coordination (servers, clients, simulator)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sim = sub.add_parser("sim", help="deterministic cluster simulations")
-    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
-    sim_sub.add_parser("list", help="list the scenarios").set_defaults(func=_cmd_sim_list)
-    run = sim_sub.add_parser("run", help="run one scenario")
-    run.add_argument("scenario")
-    run.add_argument("--seed", type=int, default=1)
-    run.add_argument("--nodes", type=int, default=None, help="cluster size (scenario default if omitted)")
-    run.add_argument("--duration", type=float, default=None, help="simulated seconds (scenario default)")
-    run.set_defaults(func=_cmd_sim_run)
-    swp = sim_sub.add_parser("sweep", help="run one scenario over many seeds and summarise")
-    swp.add_argument("scenario")
-    swp.add_argument("--seeds", default="1..200", help="a range 1..200 (inclusive), a list 1,5,9, or both")
-    swp.add_argument("--workers", type=int, default=1, help="worker processes (0: one per CPU)")
-    swp.add_argument("--nodes", type=int, default=None, help="cluster size (scenario default if omitted)")
-    swp.add_argument("--duration", type=float, default=None, help="simulated seconds (scenario default)")
-    swp.add_argument("--fail-fast", action="store_true", help="stop at the first run with a violation")
-    swp.add_argument("--json", metavar="PATH", default=None, help="also write the summary as JSON")
-    swp.set_defaults(func=_cmd_sim_sweep)
+    _add_sim_parsers(sub)
 
     bench = sub.add_parser("bench", help="measure against the raw ceilings (DESIGN §9)")
     bench.add_argument("--quick", action="store_true", help="fewer, shorter runs")

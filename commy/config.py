@@ -12,11 +12,12 @@ user fixes a file in one round; each problem names the file and the key path
 error message.
 
 The tables: `[cluster]` (name, secret, replication, concerns, seeds), `[heartbeat]`, `[timeouts]`,
-`[tls]` (optional), one `[[nodes]]` per server, and for `commy launch` the optional `[launch]`
-(restart backoff, ready timeout) and `[[hosts]]` (one thespian actor system per machine: name,
-address, admin port; each node names its `host`). Without `[[hosts]]` there is one host, "local"
+`[tls]` (optional), `[http]` (optional: the health, metrics and status endpoints), one `[[nodes]]`
+per server, and for `commy launch` the optional `[launch]` (restart backoff, ready timeout) and
+`[[hosts]]` (one thespian actor system per machine: name, address, admin port; each node names its
+`host`). Without `[[hosts]]` there is one host, "local"
 on 127.0.0.1 with admin port 1900, running every node. The hosts and launch part -- its types,
-reading and rules -- lives in `commy.config_hosts`.
+reading and rules -- lives in `commy.config_hosts`, and so does `[http]`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from typing import Any
 from commy.config_hosts import (
     DEFAULT_HOST,
     HostConfig,
+    HttpConfig,
     LaunchConfig,
     describe_hosts,
     host_problems,
     read_hosts,
+    read_http,
     read_launch,
 )
 from commy.config_read import (
@@ -56,6 +59,7 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "HostConfig",
+    "HttpConfig",
     "LaunchConfig",
     "NodeConfig",
     "Timeouts",
@@ -128,6 +132,7 @@ class ClusterConfig:
     tls: TlsConfig | None = None
     hosts: tuple[HostConfig, ...] = ()
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     path: Path | None = None
     secret_source: str = ""
 
@@ -280,6 +285,7 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     nodes = tuple(_node(entry, i, tls is not None) for i, entry in enumerate(root.tables("nodes")))
     hosts = read_hosts(root)
     launch = read_launch(root)
+    http = read_http(root)
     root.done()
     problems.raise_if_any()
     if not rf_given:  # the default 2, but a one-node cluster can only hold one copy
@@ -287,7 +293,7 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     return ClusterConfig(
         name=name, secret=secret, nodes=nodes, replication_factor=replication_factor,
         write_concern=write_concern, conflict=conflict, seeds=tuple(seeds), heartbeat=heartbeat,
-        timeouts=timeouts, tls=tls, hosts=hosts, launch=launch, path=path, secret_source=source)
+        timeouts=timeouts, tls=tls, hosts=hosts, launch=launch, http=http, path=path, secret_source=source)
 
 
 def _parse(path: Path, where: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The hosts and launch settings of the cluster configuration, for `commy launch`.
+"""The hosts, launch and HTTP settings of the cluster configuration (`commy launch`, the endpoints).
 
 `commy launch` runs one thespian actor system per machine ("host") and supervises the nodes placed
 on it. Two optional parts of the cluster file describe that:
@@ -16,6 +16,10 @@ on it. Two optional parts of the cluster file describe that:
 
 and each `[[nodes]]` entry may name its `host` (default: the first host). Without `[[hosts]]` the
 cluster has one host, "local" on 127.0.0.1 with admin port 1900, and every node runs there.
+
+    [http]                        the plain-HTTP endpoints on each node's client port
+    enabled = true                /health, /metrics, /status and the status page (false: none)
+    public = false                answer clients on other machines too (false: loopback only, 403)
 
 `read_hosts` and `read_launch` type each value (the first pass of `commy.config`);
 `host_problems` holds the rules between values, run by `ClusterConfig.__post_init__` (the second
@@ -42,12 +46,14 @@ __all__ = [
     "DEFAULT_ADMIN_PORT",
     "DEFAULT_HOST",
     "HostConfig",
+    "HttpConfig",
     "LaunchConfig",
     "address_problem",
     "describe_hosts",
     "host_problems",
     "is_wildcard",
     "read_hosts",
+    "read_http",
     "read_launch",
 ]
 
@@ -74,6 +80,14 @@ class LaunchConfig:
     restart_min: float = 0.5  # seconds before the first restart of a node whose process died
     restart_max: float = 30.0  # cap of the doubling backoff
     ready_timeout: float = 60.0  # seconds `commy launch` waits for every node to report ready
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The node's plain-HTTP endpoints (health, metrics, status, status page) on its client port."""
+
+    enabled: bool = True  # False: the port answers WebSocket clients only
+    public: bool = False  # False: only loopback clients get answers; others get 403
 
 
 # --------------------------------------------------------------------------- single values
@@ -144,6 +158,23 @@ def read_launch(root: Table) -> LaunchConfig:
     return launch
 
 
+def read_http(root: Table) -> HttpConfig:
+    """The `[http]` table (defaults when it is left out)."""
+    t = root.table("http")
+    d = HttpConfig()
+    values = {key: _boolean(t, key, getattr(d, key)) for key in ("enabled", "public")}
+    t.done()
+    return HttpConfig(**values)
+
+
+def _boolean(t: Table, key: str, default: bool) -> bool:
+    value = t.get(key, default)
+    if not isinstance(value, bool):
+        t.fail(key, f"expected true or false, got {show(value)}")
+        return default
+    return value
+
+
 # --------------------------------------------------------------------------- rules between values
 
 
@@ -203,9 +234,11 @@ def _node_port_clash(h: HostConfig, nodes: tuple[NodeConfig, ...]) -> str:
 
 
 def describe_hosts(config: ClusterConfig) -> list[str]:
-    """The lines `describe` shows for the launch settings and each host."""
-    la = config.launch
-    lines = [f"  launch: restart a dead node after {la.restart_min:g} s (doubling, at most {la.restart_max:g} s), "
+    """The lines `describe` shows for the HTTP endpoints, the launch settings and each host."""
+    la, http = config.launch, config.http
+    exposure = "off" if not http.enabled else ("every client" if http.public else "loopback clients only")
+    lines = [f"  http endpoints (/health, /metrics, /status, /): {exposure}",
+             f"  launch: restart a dead node after {la.restart_min:g} s (doubling, at most {la.restart_max:g} s), "
              f"wait {la.ready_timeout:g} s for every node to be ready"]
     for i, h in enumerate(config.hosts):
         leader = " (leader)" if i == 0 else ""

@@ -7,8 +7,10 @@ started with 'forkserver' (or 'spawn' where there is none), so each worker impor
 fresh and shares nothing with the parent. A worker returns a small `RunRecord` per seed (the
 violations, the timing samples, the trace hash), never the cluster. Records arrive in any order
 and are sorted by seed, so the summary is the same for the same seeds whatever K is; only the
-wall-time lines differ. A run that raises is recorded as an `exception` violation with its replay
-command instead of stopping the sweep; `fail_fast` stops at the first run with a violation.
+wall-time lines differ. `faults` (a `sim.faults.FaultPlan`, from `commy sim sweep --loss ...`)
+goes with every task and is put on each run by `sim.replay.run`. A run that raises is recorded
+as an `exception` violation with its replay command instead of stopping the sweep; `fail_fast`
+stops at the first run with a violation.
 
 The sweep is duck-typed on the result: it needs `violations` (strings `"checker: text"`),
 `detection_times` (latencies, or tuples whose last item is one), `replay_command`, `trace_hash`,
@@ -28,11 +30,16 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.checkers import NoFalseDown
 from sim.scenarios import replay_command, resolve, run_scenario
 from sim.stats import Distribution, describe
+
+if TYPE_CHECKING:
+    from sim.faults import FaultPlan
+
+Task = tuple[str, int, int, float, "FaultPlan | None"]
 
 MAX_SEEDS = 1_000_000
 MAX_LISTED = 20
@@ -115,16 +122,24 @@ def record_of(seed: int, result: Any) -> RunRecord:
     )
 
 
-def run_one(task: tuple[str, int, int, float]) -> RunRecord:
+def run_one(task: Task) -> RunRecord:
     """One seed (module-level so a worker process can unpickle it). Exceptions become violations."""
-    name, seed, nodes, duration = task
+    name, seed, nodes, duration, faults = task
     try:
+        if faults is not None:
+            from sim.replay import run
+
+            return record_of(seed, run(name, seed=seed, nodes=nodes, duration=duration, faults=faults))
         return record_of(seed, run_scenario(name, seed=seed, nodes=nodes, duration=duration))
     except Exception as exc:  # a crash in node code is a finding, with a seed to replay, not the end of the sweep
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{os.path.relpath(frame.filename)}:{frame.lineno}"
         first = (str(exc).splitlines() or [""])[0]  # one line per violation in the summary
         text = f"{EXCEPTION}: {type(exc).__name__}: {first} (at {where})"
+        if faults is not None:
+            from sim.replay import run_command
+
+            return RunRecord(seed, duration, (text,), run_command(name, seed, nodes, duration, faults), "", 0, ())
         return RunRecord(seed, duration, (text,), replay_command(name, seed, nodes, duration), "", 0, ())
 
 
@@ -248,7 +263,7 @@ def _init_worker(module: str) -> None:
         importlib.import_module(module)
 
 
-def _records(tasks: list[tuple[str, int, int, float]], workers: int, module: str) -> Generator[RunRecord, None, None]:
+def _records(tasks: list[Task], workers: int, module: str) -> Generator[RunRecord, None, None]:
     if workers == 1:
         yield from map(run_one, tasks)
         return
@@ -269,6 +284,7 @@ def sweep(
     duration: float | None = None,
     fail_fast: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    faults: FaultPlan | None = None,
 ) -> SweepSummary:
     """Run `name` for every seed; `progress(done, with_violations)` after each run. workers 0 = one per CPU.
 
@@ -277,9 +293,14 @@ def sweep(
     if workers < 0:
         raise ValueError(f"workers must be 0 (one per CPU) or more, got {workers}")
     sc, n, d = resolve(name, nodes, duration)
+    if faults is not None:
+        from sim.replay import check_faults
+
+        check_faults(name, n, d, faults)
+        faults = None if faults.empty else faults
     seeds = sorted(set(seeds))
     workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
-    tasks = [(name, seed, n, d) for seed in seeds]
+    tasks: list[Task] = [(name, seed, n, d, faults) for seed in seeds]
     got: list[RunRecord] = []
     failed = 0
     stopped = False

@@ -17,6 +17,10 @@ Peers come from two places: the static `peers` list, and the membership actor's 
 back, so the view goes back to JOINING with its misses forgotten; for any other state it only
 notes the incarnation (a restarted peer that is DOWN recovers on its first answer, as always).
 `MemberLeft` moves the peer to LEFT: it is no longer pinged and never marked DOWN.
+
+Each answered ping's round trip (our clock at the pong minus our clock at the ping, which the
+pong echoes) is kept as the view's `rtt` and counted into the peer's `RttHistogram` (`rtts`):
+cumulative bucket counts, their sum and count, which the runtime's metrics read as they are.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from commy.messages import (
 )
 
 HEARTBEAT = "heartbeat"
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the round-trip buckets: loopback is well under a millisecond, a
+ping answered after a few seconds is all but a miss."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,33 @@ class HeartbeatConfig:
             )
 
 
+class RttHistogram:
+    """Round trips to one peer: how many fell at or under each bound of `RTT_BUCKETS`, in total."""
+
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(RTT_BUCKETS)  # per bucket, not cumulative: one increment per sample
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, rtt: float) -> None:
+        self.count += 1
+        self.total += rtt
+        for i, bound in enumerate(RTT_BUCKETS):
+            if rtt <= bound:
+                self.counts[i] += 1
+                return
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, samples at or under it) for each bucket, as Prometheus wants them."""
+        out, running = [], 0
+        for bound, n in zip(RTT_BUCKETS, self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
 class HeartbeatMonitor(Actor):
     def __init__(self, ctx: Context, peers: list[str], config: HeartbeatConfig = HeartbeatConfig()) -> None:
         super().__init__(ctx)
@@ -63,6 +97,7 @@ class HeartbeatMonitor(Actor):
         self.table = PeerTable([p for p in peers if p != ctx.address.node])
         self.status = ServerStatus.HEALTHY
         self.incarnations: dict[str, int] = {}  # from MemberUp; static peers have none until then
+        self.rtts: dict[str, RttHistogram] = {}  # answered pings' round trips, per peer
 
     def started(self) -> None:
         # A random first delay spreads the nodes' rounds apart instead of pinging in lockstep.
@@ -102,7 +137,11 @@ class HeartbeatMonitor(Actor):
             return  # an old, duplicated or unsolicited answer says nothing new
         view.last_acked_seq = msg.seq
         view.missed = 0
-        view.rtt = self.ctx.now() - msg.ping_sent_at
+        view.rtt = rtt = self.ctx.now() - msg.ping_sent_at
+        hist = self.rtts.get(env.sender.node)
+        if hist is None:
+            hist = self.rtts[env.sender.node] = RttHistogram()
+        hist.observe(rtt)
         if view.state is not PeerState.LEFT:
             self._move(env.sender.node, PeerState.HEALTHY)
 

@@ -161,11 +161,16 @@ def run_stop(args: argparse.Namespace) -> int:
         return 2
     leader = config.leader
     stop_nodes = args.host is None or args.host == leader.name
-    try:
-        if stop_nodes and admin_listening(leader):
+    if stop_nodes and admin_listening(leader):
+        try:  # best effort: the actor systems are shut down below whatever the director says
             asys, director = _director(config)
             answer = request(asys, director, StopCluster(_request_id()), LaunchStatus, STOP_WAIT)
-            print("nodes stopped" if not answer.error else f"commy stop: {answer.error}")
+            print("nodes stopped" if not answer.error else f"commy stop: {answer.error}",
+                  file=sys.stderr if answer.error else sys.stdout)
+        except Exception as exc:  # thespian's own errors too: a stuck director must not keep the systems up
+            print(f"commy stop: the director did not stop the nodes ({exc}); shutting the systems down",
+                  file=sys.stderr)
+    try:
         hosts = [config.host(args.host)] if args.host else [h for h in config.hosts if h is not leader] + [leader]
         for host in hosts:
             if not _is_local(host.address):

@@ -91,7 +91,9 @@ class Director(Actor):
         super().__init__(*args, **kwargs)
         self.config: ClusterConfig | None = None
         self.sup: Supervisor | None = None
-        self.children: dict[str, tuple[str, int]] = {}  # str(actor address) -> (node id, generation)
+        # (actor address, node id, generation): matched by ==, because the address createActor returns
+        # is a placeholder whose str() differs from the one ChildActorExited carries.
+        self.children: list[tuple[Any, str, int]] = []
         self.addresses: dict[str, Any] = {}  # node id -> its current actor's address
         self.launches: dict[str, tuple[Any, tuple[str, ...]]] = {}  # request -> (requester, hosts waited for)
         self.stops: dict[str, Any] = {}  # request -> requester
@@ -148,7 +150,7 @@ class Director(Actor):
         start = self.sup.start(node_id)
         host = self.sup.records[node_id].host
         address = self.createActor(NodeActor, targetActorRequirements={"host": host})
-        self.children[str(address)] = (node_id, start.generation)
+        self.children.append((address, node_id, start.generation))
         self.addresses[node_id] = address
         self.send(address, start)
         self.wakeupAfter(timedelta(seconds=self.config.launch.ready_timeout),
@@ -180,9 +182,16 @@ class Director(Actor):
         self._answer_stops(final=False)
 
     def _child_exited(self, msg: ChildActorExited, sender: Any) -> None:
-        known = self.children.pop(str(msg.childAddress), None)  # the second notice finds nothing
+        known = self._forget(msg.childAddress)  # the second notice finds nothing
         if known is not None and self.sup is not None:
             self._exited(*known, detail="its process ended")
+
+    def _forget(self, address: Any) -> tuple[str, int] | None:
+        for i, (child, node_id, generation) in enumerate(self.children):
+            if child == address:
+                del self.children[i]
+                return node_id, generation
+        return None
 
     def _failed(self, msg: NodeFailed, sender: Any) -> None:
         if self.sup is not None:
@@ -214,7 +223,7 @@ class Director(Actor):
         """End a node's actor the director gave up on (it may be alive but stuck)."""
         address = self.addresses.get(node_id)
         if address is not None:
-            self.children.pop(str(address), None)
+            self._forget(address)
             self.send(address, ActorExitRequest())
 
     # ---- status polls

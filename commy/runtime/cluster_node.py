@@ -1,9 +1,10 @@
 """One node of a configured cluster: the embedded server plus the cluster's actors, from a config file.
 
 `start_cluster_node(config, node_id)` starts `start_server` with what the configuration says for
-that node (its client and peer addresses, data folder, heartbeat tuning, TLS) and, before the hub,
-the actors that make it a member: `peer_directory` (tells the TCP transport where members
-listen), `heartbeat`, `membership` (joins through the seeds), `replicator` and `catalog-sync`.
+that node (its client and peer addresses, data folder, heartbeat tuning, TLS, who may use the HTTP
+endpoints) and, before the hub, the actors that make it a member: `peer_directory` (tells the TCP
+transport where members listen), `heartbeat`, `membership` (joins through the seeds), `replicator`
+and `catalog-sync`.
 Everything that must agree across nodes comes from the cluster secret: the link handshake's key
 (in the transport) and the token key, so a token issued by one node is verified by every other.
 
@@ -116,7 +117,7 @@ async def start_cluster_node(config: ClusterConfig, node_id: str, *, seed: int |
         hub = HubConfig(heartbeat_timeout=config.timeouts.client_heartbeat)
     return await start_server(folder, me.listen, node_id=node_id, ssl=ssl, cluster=config,
                               incarnation=next_incarnation(folder), merge=merge, seed=seed, log_sink=log_sink,
-                              hub=hub, kdf=kdf, gateway=gateway, strict=strict)
+                              hub=hub, kdf=kdf, gateway=gateway, strict=strict, http=config.http)
 
 
 __all__ = ["hub_cluster", "next_incarnation", "replication_config", "spawn_members", "start_cluster_node",

@@ -22,6 +22,10 @@ aborted at once as `stalled`: a client that does not read costs the others nothi
 
 Plain HTTP requests that are not WebSocket upgrades get 426 on `/` and 404 elsewhere, unless a
 route registered with `add_http_route(path, fn)` answers them (health checks and the like).
+
+`stats` counts what the client protocol carried for the metrics: messages and bytes in (whole
+messages as received) and out (as queued: frames, or payloads when an extension frames them), and
+every `Error` sent to a client by its code.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import http
 import ipaddress
 import os
 import ssl as ssl_module
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -102,6 +107,11 @@ class GatewayStats:
     stalled: int = 0
     unroutable: int = 0  # envelopes for a connection that is gone
     encoded: int = 0  # bodies encoded (an event sent to many connections counts once per form)
+    messages_in: int = 0
+    bytes_in: int = 0
+    messages_out: int = 0  # per connection: an event fanned out to many counts once for each
+    bytes_out: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # Error messages sent to clients, by code
 
 
 def is_loopback(host: str) -> bool:
@@ -313,6 +323,9 @@ class Gateway:
     def on_frame(self, conn: ClientConnection, data: bytes, text: bool) -> None:
         if conn.closing:
             return
+        stats = self.stats
+        stats.messages_in += 1
+        stats.bytes_in += len(data)
         conn.text = text  # events go out in the form the client spoke last
         try:
             if text:
@@ -338,6 +351,7 @@ class Gateway:
 
     def _bad_frame(self, conn: ClientConnection, exc: RemoteProtocolError, text: bool) -> None:
         self.stats.bad_frames += 1
+        self.stats.errors[exc.code or BAD_FRAME] += 1
         conn.bad_frames += 1
         request_id = getattr(exc, "request_id", 0)
         self._queue(conn, self._encode(request_id, Error(exc.code or BAD_FRAME, exc.detail), text), text)
@@ -352,6 +366,8 @@ class Gateway:
             self.stats.unroutable += 1
             return
         body = env.body
+        if type(body) is Error:
+            self.stats.errors[body.code] += 1
         request_id = env.request_id
         if request_id:
             text = False
@@ -384,15 +400,19 @@ class Gateway:
         """Queue one message for `conn`: as a finished frame (`framed`, or built here) unless an
         extension was negotiated, in which case websockets frames the payload when it is flushed."""
         out = conn.out
+        stats = self.stats
+        stats.messages_out += 1
         if conn.raw:
             if framed is None:
                 n = len(payload)
                 framed = HEADS[text][n] + payload if n < 126 else frame(payload, text)
             out.append(framed)
             conn.out_bytes += len(framed)
+            stats.bytes_out += len(framed)
         else:
             out.append((text, payload))
             conn.out_bytes += len(payload)
+            stats.bytes_out += len(payload)
         if not conn.scheduled and not conn.receiving:  # a receiving connection flushes when done
             conn.scheduled = True
             self._dirty.append(conn)
@@ -408,6 +428,7 @@ class Gateway:
 
     def _close_client(self, conn: ClientConnection, request_id: int, msg: CloseClient, text: bool) -> None:
         if msg.code:
+            self.stats.errors[msg.code] += 1
             self._queue(conn, self._encode(request_id, Error(msg.code, msg.detail), text), text)
         code = CloseCode.POLICY_VIOLATION if msg.code else CloseCode.NORMAL_CLOSURE
         self._close(conn, CLOSED_BY_SERVER, code, msg.code or "closed by the server")

@@ -4,8 +4,11 @@
 `commy.runtime.server` on the data folder, and prints on stdout, one flushed line each, the URL
 clients connect to (`ws://HOST:PORT`, or `wss://` with `--cert/--key`) and, on the first start
 only, `admin key: ck_...` -- the bootstrap key of the server admin, shown this once. Every log
-record of info level or above follows as one JSON line. SIGINT or SIGTERM closes the server
-cleanly (clients closed, service files flushed, catalog saved) and exits 0.
+record of `--log-level` (default info) or above follows: one JSON line each when stdout is not a
+terminal, a readable line when it is (`--log-format json|text` insists; see `commy.runtime.logs`).
+SIGINT or SIGTERM closes the server cleanly (clients closed, service files flushed, catalog saved)
+and exits 0. The client port also answers `/health`, `/metrics`, `/status` and the status page, to
+loopback clients only unless `--http-public` (or `[http]` in the cluster file) says otherwise.
 
 `commy certs` writes a self-signed certificate (`cert.pem`) and its private key (`key.pem`, mode
 0600) for `--host` plus localhost, 127.0.0.1 and ::1, valid for a year: enough for `commy serve
@@ -28,11 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from commy.config_hosts import HttpConfig
 from commy.core.hub_base import HubConfig
 from commy.runtime.gateway import GatewayConfig
+from commy.runtime.logs import FORMATS, LEVELS, log_sink_for
 from commy.runtime.loop import run
 from commy.runtime.server import server_ssl_context, start_server
-from commy.runtime.standalone import json_log_sink, parse_address
+from commy.runtime.standalone import parse_address
 
 if TYPE_CHECKING:
     from commy.config import ClusterConfig
@@ -99,6 +104,13 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="cluster configuration (TOML); the node's addresses, data folder and TLS come from it")
     p.add_argument("--node", default=None, metavar="ID", help="which node of --config this process runs")
+    p.add_argument("--log-level", default="info", choices=tuple(LEVELS),
+                   help="least severe log records shown (default info)")
+    p.add_argument("--log-format", default="auto", choices=FORMATS,
+                   help="log lines as json or readable text (default auto: text on a terminal, else json)")
+    p.add_argument("--http-public", action="store_true",
+                   help="answer /health, /metrics, /status and the status page for every client, not only "
+                        "loopback ones (with --config: [http] public = true)")
     p.set_defaults(func=run_serve_cli)
     return p
 
@@ -137,7 +149,8 @@ def run_serve_cli(args: argparse.Namespace) -> int:
     else:
         listen = args.listen
     return run(serve(data, listen, tls=tls, gateway=gateway, hub=hub, honeypot=args.honeypot, seed=args.seed,
-                     out=sys.stdout, cluster=cluster, node_id=args.node))
+                     out=sys.stdout, cluster=cluster, node_id=args.node, log_level=args.log_level,
+                     log_format=args.log_format, http=HttpConfig(public=args.http_public)))
 
 
 def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
@@ -160,14 +173,18 @@ def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
     if args.honeypot or args.data != DEFAULT_DATA or args.listen != parse_address(DEFAULT_LISTEN):
         raise ValueError("--data, --listen and --honeypot do not apply with --config: the node's data folder "
                          "and addresses come from the configuration")
+    if args.http_public:
+        raise ValueError("--http-public does not apply with --config: set public = true in its [http] table")
     return config
 
 
 async def serve(data: Path, listen: tuple[str, int], *, tls: ssl.SSLContext | None, gateway: GatewayConfig,
                 hub: HubConfig | None = None, honeypot: bool = False, seed: int | None, out: TextIO,
-                cluster: ClusterConfig | None = None, node_id: str | None = None) -> int:
-    """Run until SIGINT or SIGTERM; returns the exit code."""
-    sink = json_log_sink(out)
+                cluster: ClusterConfig | None = None, node_id: str | None = None, log_level: str = "info",
+                log_format: str = "auto", http: HttpConfig | None = None) -> int:
+    """Run until SIGINT or SIGTERM; returns the exit code. `http` applies without `cluster` (a
+    cluster node's endpoints follow its configuration)."""
+    sink = log_sink_for(out, log_level, log_format)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -179,7 +196,7 @@ async def serve(data: Path, listen: tuple[str, int], *, tls: ssl.SSLContext | No
             srv = await start_cluster_node(cluster, node_id, hub=hub, seed=seed, log_sink=sink, gateway=gateway)
         else:
             srv = await start_server(data, listen, ssl=tls, gateway=gateway, hub=hub, honeypot=honeypot, seed=seed,
-                                     log_sink=sink)
+                                     log_sink=sink, http=http)
     except OSError as exc:
         print(f"commy serve: cannot start on {listen[0]}:{listen[1]} with data in {data}: {exc}", file=sys.stderr)
         return 1

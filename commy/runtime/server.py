@@ -8,7 +8,13 @@ actors `catalog-store` (writes every `CatalogChanged` snapshot atomically: tempo
 `os.replace`, fsync of the folder -- in the handler, so the reply to the change leaves after it is
 on disk) and `auth-hooks` (runs the tenants' delegated-auth callbacks as asyncio tasks with a
 timeout and answers with `DelegatedAuthResult`); the client hub (`clients`); and the WebSocket
-gateway, which is attached to the host before it accepts anything.
+gateway, which is attached to the host before it accepts anything, with the plain-HTTP endpoints
+(`/health`, `/metrics`, `/status`, the status page; loopback only unless `http` says otherwise, see
+`commy.runtime.http_endpoints`) registered on it before it listens.
+
+What the metrics read is counted where it happens: every log record goes through `EventCounts`
+(`RunningServer.events`) on its way to `log_sink`, and the peer transport encodes and decodes with
+a `MeteredCodec` (`RunningServer.peer_wire`).
 
 On first start (no catalog file) a bootstrap API key for the server admin `admin` is created,
 saved with the catalog as soon as the server listens, and returned in `RunningServer.bootstrap_key`
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from commy.config_hosts import HttpConfig
 from commy.core.actor import Actor, Context, handles
 from commy.core.auth import TokenSigner
 from commy.core.catalog import Catalog
@@ -39,7 +46,9 @@ from commy.core.node import LogSink, Node
 from commy.messages import Address, CatalogChanged, DelegatedAuthRequest, DelegatedAuthResult, Envelope, Leave
 from commy.runtime.asyncio_host import AsyncioHost, node_seed
 from commy.runtime.gateway import Gateway, GatewayConfig
+from commy.runtime.logs import EventCounts
 from commy.runtime.tcp import TcpConfig, TcpTransport
+from commy.runtime.wire_meter import MeteredCodec
 
 if TYPE_CHECKING:  # imported when a server starts: a gateway alone needs neither the hub nor the store
     from commy.config import ClusterConfig
@@ -210,11 +219,19 @@ class RunningServer:
     transport: TcpTransport | None = None
     bootstrap_key: str | None = None
     lock: FolderLock | None = field(default=None, repr=False)
+    events: EventCounts | None = field(default=None, repr=False)  # log records by level and event
+    peer_wire: MeteredCodec | None = field(default=None, repr=False)  # the peer protocol's counts
+    started_at: float = 0.0  # the node's clock when it started
     _closed: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
         return self.gateway.url
+
+    @property
+    def closing(self) -> bool:
+        """Whether `close` has begun (the endpoints then report the node as stopping)."""
+        return self._closed
 
     async def close(self) -> None:
         """Clean shutdown: no new clients, every client closed, files flushed, catalog saved."""
@@ -279,12 +296,14 @@ async def start_server(
     cluster: ClusterConfig | None = None,
     incarnation: int = 1,
     merge: Callable[[bytes, bytes], bytes] | None = None,
+    http: HttpConfig | None = None,
 ) -> RunningServer:
     """Start one embedded server on the running loop (see the module docstring). With `cluster`
     (see `commy.runtime.cluster_node.start_cluster_node`) it is node `node_id` of that cluster:
     peer transport, heartbeat tuning and token key come from the configuration."""
     from commy.core.clients import CLIENTS, ClientHub
     from commy.core.hub_base import HubConfig
+    from commy.runtime.http_endpoints import install_endpoints
     from commy.store import FileStore
 
     hub_config = hub or HubConfig()
@@ -295,7 +314,9 @@ async def start_server(
     raise_open_file_limit()
     lock = FolderLock(folder)
     host = AsyncioHost(loop)
-    node = Node(node_id, host, node_seed(seed), log_sink=log_sink or _no_log, strict=strict)
+    events = EventCounts()
+    node = Node(node_id, host, node_seed(seed), log_sink=events.wrap(log_sink or _no_log), strict=strict)
+    peer_wire: MeteredCodec | None = None
     transport: TcpTransport | None = None
     gw: Gateway | None = None
     store: FileStore | None = None
@@ -318,7 +339,8 @@ async def start_server(
             peer_listen, peers, heartbeat = cluster.node(node_id).peer, None, None
         if peer_listen is not None:
             secret = cluster.secret if cluster is not None else key  # a lone node's peers share its key file
-            transport = TcpTransport(node, peer_listen, peers, tcp, secret=secret, loop=loop)
+            peer_wire = MeteredCodec(host.now)
+            transport = TcpTransport(node, peer_listen, peers, tcp, secret=secret, loop=loop, codec=peer_wire)
             host.attach(transport)
             if heartbeat is not None:
                 node.spawn(HEARTBEAT, lambda ctx: HeartbeatMonitor(ctx, list(peers or {}), heartbeat))
@@ -343,6 +365,9 @@ async def start_server(
         node.spawn(CLIENTS, lambda ctx: ClientHub(ctx, catalog=catalog, store=files, signer=signer,
                                                   entropy=os.urandom, config=hub_config, auth_hooks=hooks_name,
                                                   cluster=member))
+        running = RunningServer(node, host, gw, store, catalog, folder, transport, bootstrap, lock, events=events,
+                                peer_wire=peer_wire, started_at=host.now())
+        install_endpoints(running, http or HttpConfig())
         if transport is not None:
             await transport.start()
         await gw.start()
@@ -360,7 +385,7 @@ async def start_server(
             await transport.close()
         lock.release()
         raise
-    return RunningServer(node, host, gw, store, catalog, folder, transport, bootstrap, lock)
+    return running
 
 
 def server_ssl_context(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl_module.SSLContext:
