@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,11 @@ def terminal() -> Iterator[tuple[TextIO, int]]:
 
 
 def read_terminal(master: int) -> str:
-    return os.read(master, 65536).decode("utf-8").replace("\r\n", "\n")
+    """Everything written so far: one read can return a part, so read until the terminal stays quiet."""
+    chunks = []
+    while select.select([master], [], [], 0.2)[0]:
+        chunks.append(os.read(master, 65536))
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
 
 
 def test_off_a_terminal_each_record_is_one_json_line() -> None:
