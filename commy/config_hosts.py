@@ -7,11 +7,14 @@ on it. Two optional parts of the cluster file describe that:
     restart_min = 0.5             wait before the first restart of a node whose process died
     restart_max = 30.0            cap of the doubling backoff (at least restart_min)
     ready_timeout = 60.0          how long `commy launch` waits for every node to report ready
+    orphan_timeout = 20.0         a node that heard nothing from its director for this long stops
+                                  itself (the director was killed: nothing supervises it), >= 5
 
     [[hosts]]                     one per machine; the first is the leader (the thespian convention)
     name = "h1"                   required; the same rules as a node id
-    address = "127.0.0.1"         the IP or host name its actor system binds to and is reached at
-                                  (never a wildcard such as 0.0.0.0: the other hosts dial it)
+    address = "127.0.0.1"         the IPv4 address or host name its actor system binds to and is
+                                  reached at (never a wildcard such as 0.0.0.0: the other hosts dial
+                                  it; never IPv6: thespian's convention speaks IPv4 only)
     admin_port = 1900             the actor system's admin port (default 1900 + position)
 
 and each `[[nodes]]` entry may name its `host` (default: the first host). Without `[[hosts]]` the
@@ -60,7 +63,8 @@ __all__ = [
 DEFAULT_HOST = "local"
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 1900
-LAUNCH_KEYS = ("restart_min", "restart_max", "ready_timeout")
+LAUNCH_KEYS = ("restart_min", "restart_max", "ready_timeout", "orphan_timeout")
+ORPHAN_TIMEOUT_MIN = 5.0  # the director polls every 2 s: a shorter wait would stop healthy nodes
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -80,6 +84,7 @@ class LaunchConfig:
     restart_min: float = 0.5  # seconds before the first restart of a node whose process died
     restart_max: float = 30.0  # cap of the doubling backoff
     ready_timeout: float = 60.0  # seconds `commy launch` waits for every node to report ready
+    orphan_timeout: float = 20.0  # seconds without a word from the director after which a node stops itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,10 @@ def address_problem(address: str) -> str | None:
         return (f"{show(address)} is a wildcard, not an address the other hosts can dial; "
                 "give this machine's address")
     if _ip(address) is None and not _is_host_name(address):
-        return f'expected an IP address or a host name ("10.0.0.5", "::1", "db1.example"), got {show(address)}'
+        return f'expected an IPv4 address or a host name ("10.0.0.5", "db1.example"), got {show(address)}'
+    if isinstance(_ip(address), ipaddress.IPv6Address):
+        return (f"{show(address)} is an IPv6 address; thespian's convention speaks IPv4 only: give an IPv4 "
+                "address or a host name")
     return None
 
 
@@ -153,7 +161,8 @@ def read_launch(root: Table) -> LaunchConfig:
     d = LaunchConfig()
     launch = LaunchConfig(restart_min=t.seconds("restart_min", d.restart_min),
                           restart_max=t.seconds("restart_max", d.restart_max),
-                          ready_timeout=t.seconds("ready_timeout", d.ready_timeout))
+                          ready_timeout=t.seconds("ready_timeout", d.ready_timeout),
+                          orphan_timeout=t.seconds("orphan_timeout", d.orphan_timeout))
     t.done()
     return launch
 
@@ -217,6 +226,9 @@ def host_problems(hosts: tuple[HostConfig, ...], nodes: tuple[NodeConfig, ...],
             yield f"launch.{key}: must be a finite number of seconds > 0, got {value}"
     if launch.restart_max < launch.restart_min:
         yield f"launch.restart_max: must be at least restart_min ({launch.restart_min:g}), got {launch.restart_max:g}"
+    if ORPHAN_TIMEOUT_MIN > launch.orphan_timeout:
+        yield (f"launch.orphan_timeout: must be at least {ORPHAN_TIMEOUT_MIN:g} s (the director polls every 2 s), "
+               f"got {launch.orphan_timeout:g}")
 
 
 def _node_port_clash(h: HostConfig, nodes: tuple[NodeConfig, ...]) -> str:
@@ -239,7 +251,8 @@ def describe_hosts(config: ClusterConfig) -> list[str]:
     exposure = "off" if not http.enabled else ("every client" if http.public else "loopback clients only")
     lines = [f"  http endpoints (/health, /metrics, /status, /): {exposure}",
              f"  launch: restart a dead node after {la.restart_min:g} s (doubling, at most {la.restart_max:g} s), "
-             f"wait {la.ready_timeout:g} s for every node to be ready"]
+             f"wait {la.ready_timeout:g} s for every node to be ready, a node without its director stops after "
+             f"{la.orphan_timeout:g} s"]
     for i, h in enumerate(config.hosts):
         leader = " (leader)" if i == 0 else ""
         on = ", ".join(n.id for n in config.nodes_on(h.name)) or "none"

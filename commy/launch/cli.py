@@ -1,21 +1,24 @@
 """`commy launch`, `commy status` and `commy stop`: the production launch from a shell.
 
-`commy launch CONFIG` starts an actor system for every host of the configuration (the leader
-first), creates the director on the leader and waits until every node reported ready, then prints
-one line per node and exits 0 (1 if a node was not ready in `launch.ready_timeout`; the systems
-stay up for `commy status` and `commy stop`). With `--host NAME` it starts that host alone, as on
-a second machine: a member host's nodes start once it registered with the leader; the leader host
-launches the cluster and waits for its own nodes. `commy status CONFIG` prints the director's view
-of every node (exit 0 when all are ready, 1 otherwise); `--json` prints it as JSON. `commy stop
-CONFIG` closes every node cleanly, then shuts the actor systems of this machine down and checks
-their ports closed; `--host NAME` shuts one host down.
+`commy launch CONFIG` starts an actor system for every host of the configuration that is on this
+machine (the leader first; the others are started on their machines with `--host`), creates the
+director on the leader and waits until every node of those hosts reported ready, then prints one
+line per node and exits 0 (1 if a node was not ready in `launch.ready_timeout`; the systems stay
+up for `commy status` and `commy stop`). If the launch breaks off before the director answered
+(an error, Ctrl-C), the systems it started are shut down again. With `--host NAME` it starts
+that host alone, as on a second machine: a member host's nodes start once it registered with the
+leader; the leader host launches the cluster and waits for its own nodes. `commy status CONFIG`
+prints the director's view of every node (exit 0 when all are ready, 1 otherwise); `--json`
+prints it as JSON. `commy stop CONFIG` closes every node cleanly, then shuts the actor systems of
+this machine down and checks their ports closed; `--host NAME` shuts one host down. Every
+request to the director carries a proof made with the cluster secret, so these commands need the
+configuration's secret (its file or environment variable) as the nodes do.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import uuid
 from dataclasses import asdict
@@ -23,9 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from commy.config import ClusterConfig, ConfigError, HostConfig, load_cluster_config
-from commy.launch.control import DIRECTOR_NAME, LaunchCluster, LaunchStatus, StatusRequest, StopCluster
+from commy.launch.control import DIRECTOR_NAME, LaunchCluster, LaunchStatus, StatusRequest, StopCluster, proved
 from commy.launch.node_runtime import ADMIN_KEY_FILE
-from commy.launch.systems import LaunchError, admin_listening, attach, request, shutdown_system, start_system
+from commy.launch.systems import (
+    LaunchError,
+    admin_listening,
+    attach,
+    is_local,
+    local_address,
+    request,
+    shutdown_system,
+    start_system,
+)
 
 ANSWER_MARGIN = 10.0  # seconds a command waits beyond the director's own deadline
 STATUS_TIMEOUT = 10.0
@@ -62,7 +74,7 @@ def _config(args: argparse.Namespace, command: str) -> ClusterConfig | None:
 def _director(config: ClusterConfig) -> tuple[Any, Any]:
     from commy.launch.director import Director
 
-    asys = attach(config.leader)
+    asys = attach(config.leader, via=local_address(config, prefer=config.leader))
     return asys, asys.createActor(Director, globalName=DIRECTOR_NAME)
 
 
@@ -80,7 +92,18 @@ def run_launch(args: argparse.Namespace) -> int:
     assert config.path is not None
     path = config.path.resolve()
     logs = Path(args.logs) if args.logs else path.parent / "logs"
-    hosts = [config.host(args.host)] if args.host else list(config.hosts)
+    if args.host:
+        hosts = [config.host(args.host)]
+    else:
+        hosts = [h for h in config.hosts if is_local(h.address)]
+        for h in config.hosts:
+            if h not in hosts:
+                print(f"host {h.name} ({h.address}) is another machine: run `commy launch {args.config} --host "
+                      f"{h.name}` there; its nodes start once it registered")
+    if config.leader not in hosts and not args.host:
+        print(f"commy launch: error: the leader host {config.leader.name} ({config.leader.address}) is not "
+              f"this machine: launch there, or start this machine's host with --host", file=sys.stderr)
+        return 1
     started: list[HostConfig] = []
     try:
         for host in hosts:
@@ -92,13 +115,15 @@ def run_launch(args: argparse.Namespace) -> int:
                   f"{config.leader.admin_port}; its nodes start once it registered (see commy status)")
             return 0
         asys, director = _director(config)
-        wait = (args.host,) if args.host else ()
-        answer = request(asys, director, LaunchCluster(_request_id(), str(path), wait), LaunchStatus,
-                         config.launch.ready_timeout + ANSWER_MARGIN)
-    except LaunchError as exc:
-        print(f"commy launch: error: {exc}", file=sys.stderr)
-        for host in reversed(started):  # leave nothing half-started behind
-            shutdown_system(host)
+        wait = tuple(h.name for h in hosts)
+        launch = proved(config.secret, LaunchCluster(_request_id(), str(path), wait))
+        answer = request(asys, director, launch, LaunchStatus, config.launch.ready_timeout + ANSWER_MARGIN)
+    except BaseException as exc:  # an error, or Ctrl-C: leave nothing half-started behind
+        what = str(exc) if isinstance(exc, LaunchError) else (type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+        print(f"commy launch: error: {what}; shutting down the actor systems it started", file=sys.stderr)
+        _shutdown_quietly(started)
+        if not isinstance(exc, Exception):
+            raise
         return 1
     print(format_status(answer))
     for node in config.nodes:
@@ -111,6 +136,14 @@ def run_launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shutdown_quietly(hosts: list[HostConfig]) -> None:
+    for host in reversed(hosts):
+        try:
+            shutdown_system(host)
+        except Exception as exc:  # keep going: the others must still stop
+            print(f"commy launch: host {host.name}: {exc}; `commy stop` may finish the job", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- status
 
 
@@ -120,7 +153,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 2
     try:
         asys, director = _director(config)
-        answer = request(asys, director, StatusRequest(_request_id()), LaunchStatus, STATUS_TIMEOUT)
+        answer = request(asys, director, proved(config.secret, StatusRequest(_request_id())), LaunchStatus,
+                         STATUS_TIMEOUT)
     except LaunchError as exc:
         print(f"commy status: {exc}", file=sys.stderr)
         return 1
@@ -132,7 +166,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def format_status(s: LaunchStatus) -> str:
-    lines = [f"cluster {s.cluster or '?'}: " + ", ".join(f"host {h} {'up' if up else 'not registered'}"
+    director = f" (director pid {s.director_pid})" if s.director_pid else ""
+    lines = [f"cluster {s.cluster or '?'}{director}: " + ", ".join(f"host {h} {'up' if up else 'not registered'}"
                                                          for h, up in s.hosts)]
     header = ("node", "host", "state", "pid", "url", "uptime", "restarts", "clients", "services", "lag p99",
               "peers not healthy")
@@ -164,7 +199,8 @@ def run_stop(args: argparse.Namespace) -> int:
     if stop_nodes and admin_listening(leader):
         try:  # best effort: the actor systems are shut down below whatever the director says
             asys, director = _director(config)
-            answer = request(asys, director, StopCluster(_request_id()), LaunchStatus, STOP_WAIT)
+            answer = request(asys, director, proved(config.secret, StopCluster(_request_id())), LaunchStatus,
+                             STOP_WAIT)
             print("nodes stopped" if not answer.error else f"commy stop: {answer.error}",
                   file=sys.stderr if answer.error else sys.stdout)
         except Exception as exc:  # thespian's own errors too: a stuck director must not keep the systems up
@@ -173,7 +209,7 @@ def run_stop(args: argparse.Namespace) -> int:
     try:
         hosts = [config.host(args.host)] if args.host else [h for h in config.hosts if h is not leader] + [leader]
         for host in hosts:
-            if not _is_local(host.address):
+            if not is_local(host.address):
                 print(f"host {host.name} ({host.address}) is another machine: run `commy stop {args.config} "
                       f"--host {host.name}` there")
             elif shutdown_system(host):
@@ -184,13 +220,3 @@ def run_stop(args: argparse.Namespace) -> int:
         print(f"commy stop: error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _is_local(address: str) -> bool:
-    """Whether `address` belongs to this machine (a socket can bind it)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((address, 0))
-        return True
-    except OSError:
-        return False

@@ -3,12 +3,19 @@
 They carry ids, names, paths and numbers only -- never the cluster secret, a key or a token:
 thespian's transport trusts its network, so nothing on it may be worth stealing. Every request from
 outside (the `commy` command) carries a `request` id that its answer repeats, because a thespian
-client receives replies from any actor in any order (`ask()` does not correlate).
+client receives replies from any actor in any order (`ask()` does not correlate), and a `proof`:
+an HMAC of the request with the cluster secret, so only someone who holds the secret can launch,
+inspect or stop the cluster through the director (`request_proof`, checked by `proof_holds`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import hmac
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+A = TypeVar("A", "LaunchCluster", "StatusRequest", "StopCluster")
 
 DIRECTOR_NAME = "commy-director"  # the director's thespian global name, on the convention leader
 
@@ -24,11 +31,13 @@ class LaunchCluster:
     request: str
     config_path: str
     wait_hosts: tuple[str, ...] = ()
+    proof: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class StatusRequest:
     request: str
+    proof: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,7 @@ class StopCluster:
     """Stop every node cleanly (each leaves the cluster); answered by `LaunchStatus` when done."""
 
     request: str
+    proof: str = ""
 
 
 # ---- the director -> the command
@@ -67,6 +77,7 @@ class LaunchStatus:
     nodes: tuple[NodeRow, ...] = ()
     hosts: tuple[tuple[str, bool], ...] = ()  # (host name, its actor system is registered)
     error: str = ""
+    director_pid: int = 0
 
 
 # ---- the director <-> a node actor
@@ -94,11 +105,13 @@ class NodeReady:
 
 @dataclass(frozen=True, slots=True)
 class NodeFailed:
-    """The node could not start (a bad configuration, a port in use); the director retries later."""
+    """The node could not start: a port in use and the like (the director retries later), or -- when
+    `permanent` -- a configuration on its host that retrying cannot mend (the node is marked failed)."""
 
     node_id: str
     generation: int
     detail: str
+    permanent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +141,19 @@ class StopNode:
 class NodeStopped:
     node_id: str
     generation: int
+
+
+# ---- proofs
+
+def request_proof(secret: bytes, kind: str, request: str) -> str:
+    """The HMAC-SHA256 of one request (its kind and id) with the cluster secret, in hex."""
+    return hmac.new(secret, f"commy-launch\0{kind}\0{request}".encode(), hashlib.sha256).hexdigest()
+
+
+def proof_holds(secret: bytes, msg: LaunchCluster | StatusRequest | StopCluster) -> bool:
+    return hmac.compare_digest(msg.proof, request_proof(secret, type(msg).__name__, msg.request))
+
+
+def proved(secret: bytes, msg: A) -> A:
+    """`msg` with its proof filled in."""
+    return replace(msg, proof=request_proof(secret, type(msg).__name__, msg.request))

@@ -10,15 +10,20 @@ says nothing -- from the status polls (a ready node that stops answering while m
 DOWN) and, later, from the convention (the host's registration lapsed: its nodes wait for it to
 come back). Each is restarted after the supervisor's backoff.
 
-Every `POLL_INTERVAL` seconds the director asks each running node for its status; a
+Every `POLL_INTERVAL` seconds the director asks each ready node for its status (a node that hears
+no poll for `launch.orphan_timeout` concludes its director is gone and stops itself); a
 `StatusRequest` is answered with the rows of the next completed poll. `StopCluster` tells every
-node to close cleanly and answers when all have (or after `STOP_TIMEOUT`).
+node to close cleanly and answers when all have (or after `STOP_TIMEOUT`). Requests from outside
+carry a proof made with the cluster secret; one without a valid proof, or a replayed one, is
+refused with an error.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,6 +48,7 @@ from commy.launch.control import (
     StatusRequest,
     StopCluster,
     StopNode,
+    proof_holds,
 )
 from commy.launch.node_actor import NodeActor
 from commy.launch.supervision import NodeState, Supervisor
@@ -51,6 +57,8 @@ from commy.launch.systems import CAP_HOST, CAP_LEADER
 POLL_INTERVAL = 2.0
 POLL_WAIT = 1.0  # how long a poll waits for the nodes' answers
 STOP_TIMEOUT = 20.0
+START_MARGIN = 10.0  # beyond ready_timeout (the node's own limit), so the node's NodeFailed comes first
+SEEN_REQUESTS = 1000  # request ids remembered to refuse a replayed request
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,25 +108,42 @@ class Director(Actor):
         self.statuses: dict[str, Any] = {}  # request -> requester, answered after the next poll
         self.poll = 0
         self.poll_open = False
+        self.asked: dict[str, int] = {}  # node id -> generation, of the nodes the open poll asked
         self.answers: dict[str, NodeStatus] = {}
         self.polling = False
+        self.seen: deque[str] = deque(maxlen=SEEN_REQUESTS)
 
     def receiveMessage(self, msg: Any, sender: Any) -> None:
         handler = _HANDLERS.get(type(msg))
         if handler is not None:
             handler(self, msg, sender)
 
+    def _refused(self, msg: LaunchCluster | StatusRequest | StopCluster, secret: bytes) -> str:
+        """Why a request from outside is refused ("" when it is not): a wrong proof or a replay."""
+        if not proof_holds(secret, msg):
+            return "refused: the request is not signed with this cluster's secret"
+        if msg.request in self.seen:
+            return "refused: this request was already answered (a replay?)"
+        self.seen.append(msg.request)
+        return ""
+
     # ---- launching
 
     def _launch(self, msg: LaunchCluster, sender: Any) -> None:
         if self.sup is not None:
-            self.send(sender, self._status_of(msg.request, error=f"cluster {self.sup.cluster} is already launched "
-                                                                  "(commy status shows it; commy stop ends it)"))
+            assert self.config is not None
+            error = self._refused(msg, self.config.secret) or (
+                f"cluster {self.sup.cluster} is already launched (commy status shows it; commy stop ends it)")
+            self.send(sender, self._status_of(msg.request, error=error))
             return
         try:
             config = load_cluster_config(msg.config_path)
         except Exception as exc:
             self.send(sender, LaunchStatus(msg.request, "", error=str(exc)))
+            return
+        refused = self._refused(msg, config.secret)
+        if refused:
+            self.send(sender, LaunchStatus(msg.request, "", error=refused))
             return
         self.config = config
         self.sup = Supervisor.build(config.name, msg.config_path, [(n.id, n.host) for n in config.nodes],
@@ -153,7 +178,7 @@ class Director(Actor):
         self.children.append((address, node_id, start.generation))
         self.addresses[node_id] = address
         self.send(address, start)
-        self.wakeupAfter(timedelta(seconds=self.config.launch.ready_timeout),
+        self.wakeupAfter(timedelta(seconds=self.config.launch.ready_timeout + START_MARGIN),
                          payload=_StartTimeout(node_id, start.generation))
 
     def _ready(self, msg: NodeReady, sender: Any) -> None:
@@ -194,7 +219,12 @@ class Director(Actor):
         return None
 
     def _failed(self, msg: NodeFailed, sender: Any) -> None:
-        if self.sup is not None:
+        if self.sup is None:
+            return
+        if msg.permanent:
+            if self.sup.failed_for_good(msg.node_id, msg.generation, f"cannot start: {msg.detail}"):
+                self._answer_launches(final=False)
+        else:
             self._exited(msg.node_id, msg.generation, f"start failed: {msg.detail}")
 
     def _wakeup(self, msg: WakeupMessage, sender: Any) -> None:
@@ -212,7 +242,7 @@ class Director(Actor):
             self.polling = False
             self._start_poll()
             self._schedule_poll()
-        elif isinstance(p, _PollDone) and p.poll == self.poll:
+        elif isinstance(p, _PollDone) and p.poll == self.poll and self.poll_open:
             self._finish_poll()
         elif isinstance(p, _Deadline):
             self._answer_launches(final=True, only=p.request)
@@ -239,24 +269,23 @@ class Director(Actor):
         self.poll += 1
         self.poll_open = True
         self.answers = {}
-        for r in self.sup.records.values():
-            if r.state is NodeState.READY:
-                self.send(self.addresses[r.node_id], NodeStatusRequest(self.poll))
+        self.asked = self.sup.pollable()
+        for node_id in self.asked:
+            self.send(self.addresses[node_id], NodeStatusRequest(self.poll))
         self.wakeupAfter(timedelta(seconds=POLL_WAIT), payload=_PollDone(self.poll))
 
     def _node_status(self, msg: NodeStatus, sender: Any) -> None:
         if self.sup is None or msg.poll != self.poll or not self.poll_open:
             return
-        r = self.sup.records.get(msg.node_id)
-        if r is not None and r.generation == msg.generation:
+        if self.asked.get(msg.node_id) == msg.generation:
             self.answers[msg.node_id] = msg
-        if all(r.node_id in self.answers for r in self.sup.records.values() if r.state is NodeState.READY):
+        if all(node_id in self.answers for node_id in self.asked):
             self._finish_poll()
 
     def _finish_poll(self) -> None:
         assert self.sup is not None
         self.poll_open = False
-        for node_id, generation in self.sup.lost_by_membership(self.answers):
+        for node_id, generation in self.sup.lost_by_membership(self.asked, self.answers):
             self._retire(node_id)
             self._exited(node_id, generation, "peers see it DOWN and it does not answer")
         for request, requester in list(self.statuses.items()):
@@ -264,8 +293,13 @@ class Director(Actor):
             self.send(requester, self._status_of(request))
 
     def _status(self, msg: StatusRequest, sender: Any) -> None:
-        if self.sup is None:
+        if self.sup is None or self.config is None:
             self.send(sender, LaunchStatus(msg.request, "", error="no cluster is launched here"))
+            self.send(self.myAddress, ActorExitRequest())  # the asking created this director: leave no trace
+            return
+        refused = self._refused(msg, self.config.secret)
+        if refused:
+            self.send(sender, LaunchStatus(msg.request, self.sup.cluster, error=refused))
             return
         self.statuses[msg.request] = sender
         self._start_poll()
@@ -273,13 +307,19 @@ class Director(Actor):
     def _status_of(self, request: str, error: str = "") -> LaunchStatus:
         assert self.sup is not None
         hosts = tuple((h.name, h.name in self.sup.hosts_up) for h in self.config.hosts) if self.config else ()
-        return LaunchStatus(request, self.sup.cluster, self.sup.rows(self.answers, time.monotonic()), hosts, error)
+        return LaunchStatus(request, self.sup.cluster, self.sup.rows(self.answers, time.monotonic()), hosts, error,
+                            os.getpid())
 
     # ---- stopping
 
     def _stop(self, msg: StopCluster, sender: Any) -> None:
-        if self.sup is None:
+        if self.sup is None or self.config is None:
             self.send(sender, LaunchStatus(msg.request, "", error="no cluster is launched here"))
+            self.send(self.myAddress, ActorExitRequest())
+            return
+        refused = self._refused(msg, self.config.secret)
+        if refused:
+            self.send(sender, LaunchStatus(msg.request, self.sup.cluster, error=refused))
             return
         self.stops[msg.request] = sender
         for node_id, generation in self.sup.stop_all():

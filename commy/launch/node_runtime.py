@@ -106,6 +106,7 @@ class NodeRuntime:
         if self.srv.bootstrap_key is not None:  # `commy serve` prints it; a launched node keeps it in a file
             key_file = folder / ADMIN_KEY_FILE
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a file left from before keeps its mode through O_CREAT
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.srv.bootstrap_key + "\n")
         self._ready.set()

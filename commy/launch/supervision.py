@@ -5,6 +5,7 @@ Each configured node has a `NodeRecord` whose `state` moves only through `NodeRe
 
     WAITING --(its host's actor system registered)--> STARTING --(NodeReady)--> READY
     STARTING / READY --(exit notice, start failure, lost by membership)--> BACKOFF --(delay)--> STARTING
+    STARTING --(a start failure no retry can mend: the host's configuration is wrong)--> FAILED
     STARTING / READY --(stop)--> STOPPING --(stopped, or exit notice)--> STOPPED
 
 Every start gets a new `generation`; a message about an older one (a second `ChildActorExited`
@@ -15,7 +16,7 @@ director's tests drive it without a clock.
 
 Thespian delivers no exit notice for an actor whose whole actor system died (a crashed machine);
 then commy's own failure detection speaks: `lost_by_membership` names a ready node that missed a
-status poll while most of the nodes that answered see it DOWN.
+status poll it was asked while most of the nodes that answered see it DOWN.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class NodeState(enum.Enum):
     STARTING = "starting"
     READY = "ready"
     BACKOFF = "restarting"  # died or failed to start; a restart is scheduled
+    FAILED = "failed"  # cannot start on its host until the configuration is mended (then launch again)
     STOPPING = "stopping"
     STOPPED = "stopped"
 
@@ -43,9 +45,10 @@ class NodeState(enum.Enum):
 S = NodeState
 TRANSITIONS: Mapping[NodeState, frozenset[NodeState]] = {
     S.WAITING: frozenset({S.STARTING, S.STOPPED}),
-    S.STARTING: frozenset({S.READY, S.BACKOFF, S.STOPPING}),
+    S.STARTING: frozenset({S.READY, S.BACKOFF, S.FAILED, S.STOPPING}),
     S.READY: frozenset({S.BACKOFF, S.STOPPING}),
     S.BACKOFF: frozenset({S.STARTING, S.WAITING, S.STOPPED}),
+    S.FAILED: frozenset({S.STOPPED}),
     S.STOPPING: frozenset({S.STOPPED}),
     S.STOPPED: frozenset(),
 }
@@ -111,7 +114,7 @@ class Supervisor:
 
     def start(self, node_id: str) -> StartNode:
         r = self.records[node_id]
-        if r.state is S.BACKOFF:
+        if r.generation > 0:  # every start but the first, whether it waited in BACKOFF or for its host
             r.restarts += 1
         r.move(S.STARTING)
         r.generation += 1
@@ -145,6 +148,15 @@ class Supervisor:
         r.detail = detail
         return r.backoff.next()
 
+    def failed_for_good(self, node_id: str, generation: int, detail: str) -> bool:
+        """A start failed in a way no retry mends (a wrong configuration on its host): no restart."""
+        r = self.records.get(node_id)
+        if r is None or generation != r.generation or r.state is not S.STARTING:
+            return False
+        r.move(S.FAILED)
+        r.detail = detail
+        return True
+
     def due(self, node_id: str, generation: int) -> bool:
         """The backoff of this generation ran out: start the node again now? (If its host is not
         registered any more, it waits for the host instead.)"""
@@ -156,11 +168,19 @@ class Supervisor:
             return False
         return True
 
-    def lost_by_membership(self, answers: Mapping[str, NodeStatus]) -> list[tuple[str, int]]:
-        """Ready nodes that did not answer this poll and that most answering nodes see DOWN."""
+    def pollable(self) -> dict[str, int]:
+        """The nodes a status poll asks now (the ready ones): node id -> generation."""
+        return {r.node_id: r.generation for r in self.records.values() if r.state is S.READY}
+
+    def lost_by_membership(self, asked: Mapping[str, int],
+                           answers: Mapping[str, NodeStatus]) -> list[tuple[str, int]]:
+        """Nodes this poll asked (still ready, same generation) that did not answer and that most
+        answering nodes see DOWN. A node that became ready after the poll began is not judged: its
+        peers may well still see its previous life DOWN."""
         lost = []
         for r in self.records.values():
-            if r.state is not S.READY or r.node_id in answers or not answers:
+            if (r.state is not S.READY or asked.get(r.node_id) != r.generation or r.node_id in answers
+                    or not answers):
                 continue
             views = [dict(s.peers).get(r.node_id) for s in answers.values()]
             if sum(v == "down" for v in views) * 2 > len(views):
@@ -176,7 +196,7 @@ class Supervisor:
             if r.state in RUNNING:
                 r.move(S.STOPPING)
                 told.append((r.node_id, r.generation))
-            elif r.state in (S.WAITING, S.BACKOFF):
+            elif r.state in (S.WAITING, S.BACKOFF, S.FAILED):
                 r.move(S.STOPPED)
         return told
 
@@ -188,8 +208,8 @@ class Supervisor:
     # ---- reading
 
     def settled(self, hosts: Sequence[str] = ()) -> bool:
-        """Every node (of `hosts`, when given) ready."""
-        return all(r.state is S.READY for r in self.records.values() if not hosts or r.host in hosts)
+        """Every node (of `hosts`, when given) ready -- or failed for good, which waiting cannot mend."""
+        return all(r.state in (S.READY, S.FAILED) for r in self.records.values() if not hosts or r.host in hosts)
 
     def all_stopped(self) -> bool:
         return all(r.state is S.STOPPED for r in self.records.values())

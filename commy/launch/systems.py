@@ -142,12 +142,33 @@ def _start_here(config_path: Path, host_name: str, logs: Path) -> None:
 # --------------------------------------------------------------------------- attaching and stopping
 
 
-def attach(host: HostConfig) -> Any:
-    """A client of `host`'s running system (never a new system: LaunchError if none runs there)."""
+def is_local(address: str) -> bool:
+    """Whether `address` belongs to this machine (a socket can bind it)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
+def local_address(config: ClusterConfig, prefer: HostConfig | None = None) -> str | None:
+    """The address a client on this machine should listen on: `prefer`'s when it is this machine's,
+    else the first configured host's that is; None when none is (thespian then picks)."""
+    for h in ([prefer] if prefer else []) + list(config.hosts):
+        if is_local(h.address):
+            return h.address
+    return None
+
+
+def attach(host: HostConfig, via: str | None = None) -> Any:
+    """A client of `host`'s running system (never a new system: LaunchError if none runs there). The
+    client listens for answers on `via` (an address of this machine; default `host`'s own)."""
     if not admin_listening(host):
         raise LaunchError(f"host {host.name}: no actor system runs on {host.address}:{host.admin_port}")
-    os.environ.setdefault("THESPIAN_BASE_IPADDR", host.address)
-    bind_to(host.address)
+    here = via or host.address
+    os.environ.setdefault("THESPIAN_BASE_IPADDR", here)
+    bind_to(here)
     from thespian.actors import ActorSystem
 
     caps = {"Admin Port": host.admin_port, "Convention Address.IPv4": (host.address, host.admin_port)}

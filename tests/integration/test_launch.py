@@ -161,3 +161,34 @@ def test_a_host_that_dies_whole_is_noticed_and_its_nodes_come_back_with_it(
     assert wait_for(lambda: n3()["state"] == "ready", 30.0, step=1.0), n3()
     assert commy("stop", str(config)).returncode == 0
     assert wait_for(lambda: not launch_guard.leftovers(), 15.0, step=0.1), launch_guard.leftovers()
+
+
+def test_nodes_stop_themselves_when_their_director_dies_and_requests_need_the_secret(
+        tmp_path: Path, launch_guard: LaunchGuard) -> None:  # noqa: F811
+    """A killed director supervises nothing: its nodes notice the polls stopped and close within
+    `launch.orphan_timeout`, so a new launch never runs a second copy. And a command whose
+    configuration holds another secret is refused by the director."""
+    config = write_cluster_files(tmp_path, ["n1", "n2"], name="orphans", hosts={"h1": ["n1", "n2"]})
+    config.write_text(config.read_text() + "\n[launch]\norphan_timeout = 5\n")
+    (tmp_path / "secret2").write_text("f" * 64 + "\n")
+    os.chmod(tmp_path / "secret2", 0o600)
+    impostor = tmp_path / "impostor.toml"
+    impostor.write_text(config.read_text().replace('secret_file = "secret"', 'secret_file = "secret2"'))
+    hosts = load_cluster_config(config).hosts
+    launch_guard.config, launch_guard.admin_ports = config, [h.admin_port for h in hosts]
+    assert commy("launch", str(config)).returncode == 0
+    launch_guard.watch_systems()
+
+    refused = commy("status", str(impostor))
+    assert refused.returncode == 1 and "not signed with this cluster's secret" in refused.stderr, refused.stderr
+
+    first = status(config)
+    nodes = [n["pid"] for n in first["nodes"]]
+    director = first["director_pid"]
+    assert director and director not in nodes and all(running(p) for p in nodes)
+    os.kill(director, signal.SIGKILL)
+    assert wait_for(lambda: not any(running(p) for p in nodes), 15.0, step=0.2), "the orphaned nodes kept running"
+    gone = commy("status", str(config))
+    assert gone.returncode == 1 and "no cluster is launched here" in gone.stderr, gone.stderr
+    assert commy("stop", str(config)).returncode == 0
+    assert wait_for(lambda: not launch_guard.leftovers(), 15.0, step=0.1), launch_guard.leftovers()

@@ -96,7 +96,7 @@ def test_without_hosts_every_node_runs_on_one_local_host(tmp_path: Path) -> None
     c = load(tmp_path, HEAD + NODES)
     assert c.hosts == (HostConfig("local", "127.0.0.1", 1900),) and c.leader == c.hosts[0]
     assert [n.host for n in c.nodes] == ["local", "local"] and c.nodes_on("local") == c.nodes
-    assert c.launch == LaunchConfig(0.5, 30.0, 60.0)
+    assert c.launch == LaunchConfig(0.5, 30.0, 60.0, 20.0)
     assert "host local (leader): address 127.0.0.1, admin port 1900, nodes n1, n2" in describe(c)
 
 
@@ -126,8 +126,14 @@ def test_a_full_file_reads_back(tmp_path: Path) -> None:
 
 
 def test_host_names_and_addresses_that_are_fine(tmp_path: Path) -> None:
-    for address in ("::1", "db-1.example.org", "localhost", "fe80::1"):
+    for address in ("127.0.0.5", "db-1.example.org", "localhost"):
         assert load(tmp_path, edit('"10.0.0.1"', f'"{address}"')).leader.address == address
+
+
+def test_ipv6_host_addresses_are_refused_by_name(tmp_path: Path) -> None:
+    for address in ("::1", "fe80::1"):
+        message = problems(tmp_path, edit('"10.0.0.1"', f'"{address}"'))
+        assert "hosts[0].address" in message and "IPv4 only" in message, message
 
 
 # --------------------------------------------------------------------------- every error names its key
@@ -139,9 +145,9 @@ BROKEN = [
     ('address = "10.0.0.1"', 'address = "0.0.0.0"', 'hosts[0].address: "0.0.0.0" is a wildcard'),
     ('address = "10.0.0.1"', 'address = "::"', 'hosts[0].address: "::" is a wildcard'),
     ('address = "10.0.0.1"', 'address = "*"', 'hosts[0].address: "*" is a wildcard'),
-    ('address = "10.0.0.1"', 'address = "10.0.0.1:80"', "hosts[0].address: expected an IP address or a host name"),
-    ('address = "10.0.0.1"', 'address = "10.0.1"', "hosts[0].address: expected an IP address or a host name"),
-    ('address = "10.0.0.1"', 'address = ""', "hosts[0].address: expected an IP address or a host name"),
+    ('address = "10.0.0.1"', 'address = "10.0.0.1:80"', "hosts[0].address: expected an IPv4 address or a host name"),
+    ('address = "10.0.0.1"', 'address = "10.0.1"', "hosts[0].address: expected an IPv4 address or a host name"),
+    ('address = "10.0.0.1"', 'address = ""', "hosts[0].address: expected an IPv4 address or a host name"),
     ('address = "10.0.0.1"', "address = 10", "hosts[0].address: expected a non-empty string"),
     ("admin_port = 1950", "admin_port = 0", "hosts[0].admin_port: must be between 1 and 65535, got 0"),
     ("admin_port = 1950", "admin_port = 65536", "hosts[0].admin_port: must be between 1 and 65535"),
@@ -151,7 +157,7 @@ BROKEN = [
     ("admin_port = 1950", "admin_prot = 1950", 'hosts[0].admin_prot: unknown key (did you mean "admin_port"?)'),
     ('name = "h2"', 'name = "h2"\nadmin_port = 8102', "hosts[1].admin_port: 127.0.0.1:8102 is also used by "
                                                      "nodes[1].listen"),
-    ('name = "h2"', 'name = "h2"\naddress = "127.000.0.1"', "hosts[1].address: expected an IP address"),
+    ('name = "h2"', 'name = "h2"\naddress = "127.000.0.1"', "hosts[1].address: expected an IPv4 address"),
     ('host = "h2"', 'host = "h3"', 'nodes[1].host: no host is named "h3" (the hosts are h1, h2)'),
     ('host = "h2"', 'host = ""', "nodes[1].host: expected a non-empty string"),
     ('host = "h2"', 'host = "h/2"', "nodes[1].host: expected letters"),
@@ -199,11 +205,12 @@ def test_a_wildcard_node_port_clashes_only_on_its_own_host() -> None:
 
 def test_rules_hold_for_configs_built_in_code() -> None:
     with pytest.raises(ConfigError) as info:
-        cluster(node("n1", 7101, "b"), hosts=(HostConfig("a", "0.0.0.0"), HostConfig("a", "::1", 0)),
-                launch=LaunchConfig(restart_min=2, restart_max=1, ready_timeout=float("nan")))
+        cluster(node("n1", 7101, "b"), hosts=(HostConfig("a", "0.0.0.0"), HostConfig("a", "127.0.0.1", 0)),
+                launch=LaunchConfig(restart_min=2, restart_max=1, ready_timeout=float("nan"), orphan_timeout=2))
     for part in ('<config>: hosts[0].address: "0.0.0.0" is a wildcard', "hosts[1].name: \"a\" is also the name",
                  "hosts[1].admin_port: must be between 1 and 65535", 'nodes[0].host: no host is named "b"',
-                 "launch.ready_timeout: must be a finite", "launch.restart_max: must be at least restart_min (2)"):
+                 "launch.ready_timeout: must be a finite", "launch.restart_max: must be at least restart_min (2)",
+                 "launch.orphan_timeout: must be at least 5 s"):
         assert part in str(info.value), info.value
 
 

@@ -30,6 +30,16 @@ def test_an_unknown_host_is_refused(config: Path, capsys: pytest.CaptureFixture[
     assert 'no host "h9" (the hosts are h1, h2)' in capsys.readouterr().err
 
 
+def test_launch_starts_only_this_machines_hosts(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    elsewhere = config.with_name("elsewhere.toml")  # 192.0.2.0/24 is TEST-NET-1: never this machine's
+    elsewhere.write_text(config.read_text().replace('address = "127.0.0.1"', 'address = "192.0.2.1"', 1))
+    assert main(["launch", str(elsewhere)]) == 1
+    captured = capsys.readouterr()
+    assert "host h1 (192.0.2.1) is another machine: run `commy launch" in captured.out
+    assert "the leader host h1 (192.0.2.1) is not this machine" in captured.err
+    assert "actor system on" not in captured.out  # nothing was started
+
+
 def test_status_and_stop_with_nothing_running(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(config)]) == 1
     assert "no actor system runs on 127.0.0.1:" in capsys.readouterr().err

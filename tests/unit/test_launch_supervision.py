@@ -88,10 +88,48 @@ def test_a_restart_due_while_the_host_is_gone_waits_for_the_host() -> None:
 def test_a_silent_ready_node_most_peers_see_down_is_lost() -> None:
     s = running(sup())
     answers = {"n1": status("n1", {"n2": "healthy", "n3": "down"}), "n2": status("n2", {"n1": "healthy", "n3": "down"})}
-    assert s.lost_by_membership(answers) == [("n3", 1)]
+    asked = s.pollable()
+    assert s.lost_by_membership(asked, answers) == [("n3", 1)]
     answers["n2"] = status("n2", {"n1": "healthy", "n3": "suspected"})
-    assert s.lost_by_membership(answers) == []  # one of two: not most
-    assert s.lost_by_membership({}) == []  # nobody answered: the director knows nothing
+    assert s.lost_by_membership(asked, answers) == []  # one of two: not most
+    assert s.lost_by_membership(asked, {}) == []  # nobody answered: the director knows nothing
+
+
+def test_a_node_that_became_ready_during_the_poll_is_not_judged() -> None:
+    s = running(sup())
+    asked = s.pollable()
+    gen = s.records["n3"].generation
+    s.exited("n3", gen, 1.0, "")
+    s.due("n3", gen)
+    s.ready(NodeReady("n3", s.start("n3").generation, 1, "", ""), 2.0)  # a new life, ready mid-poll
+    answers = {"n1": status("n1", {"n3": "down"}), "n2": status("n2", {"n3": "down"})}  # they saw the old one die
+    assert s.lost_by_membership(asked, answers) == []
+    assert s.lost_by_membership(s.pollable(), answers) == [("n3", gen + 1)]  # asked, silent, seen DOWN
+
+
+def test_restarts_count_every_start_after_the_first_even_after_waiting_for_the_host() -> None:
+    s = running(sup())
+    gen = s.records["n3"].generation
+    s.host_changed("h2", False)
+    s.exited("n3", gen, 1.0, "")
+    s.due("n3", gen)  # its host is gone: WAITING
+    s.host_changed("h2", True)
+    s.start("n3")
+    assert s.records["n3"].restarts == 1
+
+
+def test_a_start_no_retry_can_mend_fails_for_good_and_settles_the_launch() -> None:
+    s = sup()
+    s.host_changed("h1", True)
+    s.host_changed("h2", True)
+    for node in ("n1", "n2"):
+        s.ready(NodeReady(node, s.start(node).generation, 1, "", ""), 0.0)
+    gen = s.start("n3").generation
+    assert not s.settled()
+    assert s.failed_for_good("n3", gen, "h2's configuration names another cluster")
+    assert s.records["n3"].state is S.FAILED and s.settled()
+    assert s.exited("n3", gen, 1.0, "its process ended") is None  # no restart
+    assert s.stop_all() == [("n1", 1), ("n2", 1)] and s.records["n3"].state is S.STOPPED
 
 
 def test_stop_all_tells_running_nodes_and_ends_the_rest() -> None:
