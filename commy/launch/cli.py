@@ -179,7 +179,7 @@ def format_status(s: LaunchStatus) -> str:
                      f"{n.lag_p99_ms:.1f} ms" if n.lag_p99_ms >= 0 else "-", unwell or ("-" if n.peers else "?")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines += [f"  {n.node_id}: {n.detail}" for n in s.nodes if n.detail]
+    lines += [f"  {n.node_id}: last failure: {n.detail}" for n in s.nodes if n.detail]
     return "\n".join(lines)
 
 

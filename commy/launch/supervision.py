@@ -126,7 +126,7 @@ class Supervisor:
         if r is None or msg.generation != r.generation or r.state is not S.STARTING:
             return False
         r.move(S.READY)
-        r.ready_at, r.pid, r.url, r.peer, r.detail = now, msg.pid, msg.url, msg.peer, ""
+        r.ready_at, r.pid, r.url, r.peer = now, msg.pid, msg.url, msg.peer  # detail: the last failure stays
         return True
 
     # ---- dying and restarting

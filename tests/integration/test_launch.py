@@ -81,6 +81,7 @@ def test_launch_supervise_and_stop_two_hosts(tmp_path: Path, launch_guard: Launc
     writers, restarted = asyncio.run(load_kill_and_restart(cluster, victim_pid))
     launch_guard.pids[restarted["pid"]] = "restarted node process"
     assert restarted["restarts"] == 1 and restarted["pid"] != victim_pid
+    assert restarted["detail"] == "its process ended"  # thespian's exit notice, not the membership fallback
 
     async def every_node_has_every_acked_write() -> dict[str, list[str]]:
         views = {node: await read_all(n["url"], writers[0].key) for node, n in cluster.nodes.items()}

@@ -60,4 +60,4 @@ def test_the_status_table() -> None:
     assert lines[2].split() == ["n1", "h1", "ready", "41", "ws://127.0.0.1:1", "12s", "2", "3", "1", "0.5", "ms",
                                 "n2", "down"]
     assert lines[3].split() == ["n2", "h2", "waiting", "-", "-", "0s", "0", "-", "-", "-", "?"]
-    assert lines[4] == "  n1: its process ended"
+    assert lines[4] == "  n1: last failure: its process ended"
