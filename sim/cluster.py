@@ -8,7 +8,10 @@ shifts the randomness of another. Nothing here reads the wall clock.
 Faults are methods -- crash, restart, pause, resume, set_skew, jump_clock, partition,
 partition_one_way, bridge, heal, break_link, configure -- that act now, and `schedule(at, action,
 *args)` (or `faults=[Fault(...)]`) runs any of them at a virtual time. Each is recorded in the
-trace, so checkers and timelines see faults and effects in one ordered stream.
+trace, so checkers and timelines see faults and effects in one ordered stream. Called directly,
+`restart` of a running node is a mistake and raises; scheduled, a crash of a crashed node or a
+restart of a running one (two plans met on one node) does nothing but record a `skip` event,
+detail `(action, "crashed" | "running")`.
 
 A crash stops the node (`node.stop()`) and kills its host, so its timers and everything in
 flight to it are discarded, and resets its client connections (`sim.client_net`: each client
@@ -186,6 +189,13 @@ class SimCluster:
 
     def _run_fault(self, item: tuple[str, tuple[Any, ...], dict[str, Any]]) -> None:
         action, args, kwargs = item
+        if action in ("crash", "restart") and not kwargs and len(args) == 1 and args[0] in self.hosts:
+            # Two plans may meet on one node (a scenario's and the command line's): a scheduled crash
+            # of a crashed node, or restart of a running one, does nothing -- and says so in the trace.
+            alive = self.hosts[args[0]].alive
+            if (action == "crash") != alive:
+                self._record(args[0], "skip", (action, "running" if alive else "crashed"))
+                return
         getattr(self, action)(*args, **kwargs)
 
     def _record(self, node: str, event: str, detail: Any = None) -> None:

@@ -12,8 +12,10 @@ it all the same). Times read `5s`, `200ms` or a bare number of seconds.
 `on_cluster` hook): link settings and skews take effect at time 0 and are traced as `configure` and
 `skew` events; the rest is scheduled on the cluster like any fault, so it is traced, checked and
 shown in the timeline. A heal at the end of a window removes every partition, the scenario's too.
-Restarting a node that is already running (the scenario restarted it first) is skipped, so a plan
-never breaks a run. The detector's settings are set on every node's heartbeat monitor (and on each
+The plan and the scenario may act on one node in either order: a crash of a node that is already
+crashed, or a restart of one that is running (the other plan restarted it first), does nothing and
+is recorded as a `skip` event (`sim.cluster`), so a plan never breaks a run and the run stays
+replayable. The detector's settings are set on every node's heartbeat monitor (and on each
 restarted incarnation): its first round is still drawn within the default interval.
 
 `args()` prints the plan back as command-line options in one canonical form (seconds as `repr`
@@ -246,23 +248,16 @@ class FaultPlan:
             cluster.schedule(p.start, "partition", *p.groups)
             if p.end is not None:
                 cluster.schedule(p.end, "heal")
-        epoch = cluster.sched.epoch
         for o in self.crashes:
             cluster.schedule(o.at, "crash", o.node)
             if o.until is not None:
-                cluster.sched.at(epoch + o.until, _restart_if_down, (cluster, o.node))
+                cluster.schedule(o.until, "restart", o.node)  # a no-op, traced, if it is running by then
         for o in self.pauses:
             cluster.schedule(o.at, "pause", o.node)
             if o.until is not None:
                 cluster.schedule(o.until, "resume", o.node)
         if self.detector is not None:
             tune_detector(cluster, self.detector)
-
-
-def _restart_if_down(item: tuple[SimCluster, str]) -> None:
-    cluster, node = item
-    if not cluster.alive(node):  # the scenario may have restarted it already
-        cluster.restart(node)
 
 
 def tune_detector(cluster: SimCluster, config: HeartbeatConfig) -> None:

@@ -9,8 +9,8 @@ the end time. matplotlib is imported only inside the functions: it is an optiona
   (hatched while the observer itself is crashed or paused); faults are dashed vertical lines.
 - `plot_failover`: the peer-state bands, then one lane per client (each acknowledged write a tick
   coloured by the node that took it, each value its subscription received a grey dot above, a
-  cross where the connection was lost, a triangle where the session resumed), then acknowledged
-  and refused writes per quarter second.
+  cross where the connection was lost, a triangle where the session resumed, a red dot where a
+  write was refused or timed out), then acknowledged and other writes per quarter second.
 - `plot_histograms`, `plot_detector_study`, `plot_convergence` and `plot_changes`: in
   `sim.plot_stats` (sweeps, detector settings, replicas converging, a subscription's values).
 
@@ -135,7 +135,7 @@ def draw_clients(ax: Axes, trace: Table, nodes: Sequence[str]) -> None:
                for n in nodes]
     handles += [Line2D([], [], marker="x", linestyle="", color="black", label="connection lost"),
                 Line2D([], [], marker="^", linestyle="", color="#4caf50", label="session resumed"),
-                Line2D([], [], marker=".", linestyle="", color="#e53935", label="write refused"),
+                Line2D([], [], marker=".", linestyle="", color="#e53935", label="write refused or unknown"),
                 Line2D([], [], marker=".", linestyle="", color="#9e9e9e", label="value received")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
@@ -146,7 +146,7 @@ def draw_write_rate(ax: Axes, trace: Table, end: float) -> None:
     acked = writes.where(outcome="acked").column("time")
     refused = writes.where(lambda r: r["outcome"] != "acked").column("time")
     ax.hist([acked, refused], bins=edges, stacked=True, color=["#1e88e5", "#e53935"],
-            label=["acknowledged", "refused or failed"])
+            label=["acknowledged", "refused, failed or unknown"])
     ax.set_ylabel(f"writes per {BUCKET:g} s", fontsize=8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 

@@ -40,7 +40,8 @@ def plot_histograms(samples: Mapping[str, Sequence[float]], *, bounds: Mapping[s
     for ax, name in zip(axes[0], names, strict=True):
         values = list(samples[name])
         dist = Distribution.of(values)
-        ax.hist(values, bins=min(30, max(5, len(values) // 4)), color=NODE_COLOURS[names.index(name)])
+        colour = NODE_COLOURS[names.index(name) % len(NODE_COLOURS)]  # more series than colours: round again
+        ax.hist(values, bins=min(30, max(5, len(values) // 4)), color=colour)
         bound = (bounds or {}).get(name)
         if bound is not None:
             ax.axvline(bound, color="black", linestyle="--", linewidth=1, label=f"bound {bound:g} {unit}")
@@ -151,7 +152,7 @@ def _draw_writes_by_node(ax: Any, trace: Table, nodes: Sequence[str], end: float
     ax.set_yticks(range(len(nodes)), [f"writes via {n}" for n in nodes], fontsize=7)
     ax.set_ylim(len(nodes) - 0.4, -0.6)
     ax.legend(handles=[ax.scatter([], [], marker="|", color="#1e88e5", label="acknowledged"),
-                       ax.scatter([], [], marker="x", color="#e53935", label="refused / unknown")],
+                       ax.scatter([], [], marker="x", color="#e53935", label="refused, failed or timed out")],
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
 

@@ -15,8 +15,9 @@ The derived tables read a trace table and name what is in it:
 - `client_table`: what simulated clients lived through, `{time, client, node, event, detail}`, where
   `node` is the node the client was connected to at the time (events are `connect`, `auth`, `lost`,
   `resumed`, `ack`, `error`, `recv`, ... without their `c:` prefix);
-- `write_table`: each write a client sent and learned the outcome of, `{time, client, node, variable,
-  outcome, stamp, origin, concern}` (`origin`: the node index in the stamp, the node that ordered it);
+- `write_table`: each write a client sent and learned the outcome of, or gave up waiting for
+  (`c:timeout` of a `SetVariables`: outcome `unknown`), `{time, client, node, variable, outcome,
+  stamp, origin, concern}` (`origin`: the node index in the stamp, the node that ordered it);
 - `state_spans`: the peer-state changes as intervals `{observer, peer, state, start, end}`
   ("joining" from 0 until the first change, unless the recording began with a snapshot).
 """
@@ -203,17 +204,20 @@ def client_table(trace: Table) -> Table:
 
 
 def write_table(trace: Table) -> Table:
-    """Acknowledged writes and refused or failed ones (`outcome` is `acked` or the error code)."""
+    """Acknowledged writes, refused or failed ones (`outcome` is `acked` or the error code) and
+    timed-out ones (`unknown`: the client gave up waiting and never learned the outcome)."""
     rows = []
     for r in client_table(trace):
-        detail = r["detail"]
-        if r["event"] == "ack":
+        detail, event = r["detail"], r["event"]
+        if event == "ack":
             name, stamp, concern = detail
             rows.append({"time": r["time"], "client": r["client"], "node": r["node"], "variable": name,
                          "outcome": "acked", "stamp": stamp, "origin": origin_of(stamp), "concern": concern})
-        elif r["event"] == "error" and detail and detail[0] == "SetVariables":
+        elif event in ("error", "timeout") and isinstance(detail, tuple | list) and len(detail) == 2 and (
+                detail[0 if event == "error" else 1] == "SetVariables"):
             rows.append({"time": r["time"], "client": r["client"], "node": r["node"], "variable": "",
-                         "outcome": str(detail[1]), "stamp": 0, "origin": 0, "concern": ""})
+                         "outcome": str(detail[1]) if event == "error" else "unknown", "stamp": 0, "origin": 0,
+                         "concern": ""})
     return Table(rows, ("time", "client", "node", "variable", "outcome", "stamp", "origin", "concern"))
 
 

@@ -45,6 +45,18 @@ def test_readme_shows_the_current_trace_hash_of_its_example() -> None:
     assert shown.group(1) == run_scenario("heartbeat-crash", seed=7).trace_hash, "re-run the README's example"
 
 
+def test_readme_shows_the_current_output_of_its_failover_example() -> None:
+    from sim.scenarios import run_scenario
+
+    block = re.search(r"^\$ commy sim run failover --seed 3\n(.*?)^```", README, flags=re.M | re.S)
+    assert block, "the README shows no `commy sim run failover --seed 3` sample"
+    shown = re.search(r"^trace-hash: ([0-9a-f]{64})$", block.group(1), flags=re.M)
+    result = run_scenario("failover", seed=3)
+    assert shown and shown.group(1) == result.trace_hash, "re-run the README's failover example"
+    assert f"\ndelivered: {result.delivered} messages in 14 simulated s\n" in block.group(1)
+    assert "\nmetric replication_lag: " in block.group(1) and "\nmetric write_latency: " in block.group(1)
+
+
 def test_the_client_table_says_what_each_request_is_answered_with() -> None:
     from commy.messages.client import REPLY_TO, UNANSWERED
 

@@ -132,6 +132,19 @@ def test_replay_a_schedule(capsys: pytest.CaptureFixture[str]) -> None:
     (("sim", "sweep", "failover", "--seeds", "1..2", "--crash", "n2@13s"), "before the heal-and-quiesce"),
     (("sim", "export", "failover", "--trace", "/no/such/dir/t.jsonl"), "--trace"),
     (("sim", "replay", "3", "--scenario", "heartbeat-crash", "--step", "--window", "a..b"), "--window"),
+    (("sim", "replay", "3", "--scenario", "heartbeat-crash", "--window", "4..7"), "--all and --window go with --step"),
+    (("sim", "replay", "1", "--schedule", "[(1.0, 'crash', ('n9',))]"),
+     "--schedule: step 1 (1.0, 'crash', ('n9',)): unknown node 'n9'; the nodes are n1, n2, n3"),
+    (("sim", "replay", "1", "--schedule", "[(1.0, 'run', (1.0,)), (2.0, 'write', ('n1', 'acme'))]"),
+     "step 2 (2.0, 'write', ('n1', 'acme')): write takes (node, tenant, name, concern), got 2 argument(s)"),
+    (("sim", "replay", "1", "--schedule", "[(1.0, 'explode', ())]"), "step 1 (1.0, 'explode', ()): unknown action"),
+    (("sim", "replay", "1", "--schedule", "[(1.0, 'write', ('n1', 'acme', 'x', 'eventual'))]"), "unknown concern"),
+    (("sim", "replay", "1", "--schedule", "[(1.0, 'cut', 'n2')]"), "its arguments a tuple"),
+    (("sim", "replay", "1", "--schedule", SCHEDULE, "--nodes", "5", "--loss", "0.1"),
+     "--schedule runs its own 3-node cluster: --nodes, fault options do not apply"),
+    (("sim", "run", "no-such", "--seed", "1"), "unknown scenario"),
+    (("sim", "sweep", "failover", "--seeds", "1", "--workers", "-1"), "--workers must be 0"),
+    (("sim", "export", "failover", "--trace", "t.jsonl", "--crash", "n2@99s"), "before the heal-and-quiesce"),
 ])
 def test_bad_arguments_are_one_clear_line(capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
                                           message: str) -> None:
@@ -202,3 +215,47 @@ def test_sweep_with_faults_over_two_workers_gives_the_same_summary(capsys: pytes
     assert rc1 == rc2 and keep == [line for line in two.splitlines()
                                    if not line.startswith(("wall time:", "simulated/real:"))]
     assert "with 2 workers" in two and "faults: --loss 0.05 --crash n1@2s..3s" in one
+
+
+# --------------------------------------------------------------------------- failures that are not usage errors
+
+
+def test_a_plan_crossing_the_scenarios_own_restart_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(capsys, "sim", "run", "heartbeat-restart", "--seed", "1", "--crash", "n3@2s..4s")
+    assert rc == 0 and err == "" and value(out, "invariants") == "ok"
+
+
+def test_an_error_inside_a_run_is_a_bug_with_a_traceback_and_its_replay(capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.commands
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("deep inside a handler")  # what used to pass for a bad argument
+
+    monkeypatch.setattr(sim.commands, "run", broken)
+    rc, out, err = run_cli(capsys, "sim", "run", "failover", "--seed", "5", "--loss", "0.1")
+    assert rc == 1 and out == "" and "Traceback" in err and "ValueError: deep inside a handler" in err
+    assert err.splitlines()[-1] == ("commy sim run: the run failed with an exception, a bug in commy or the simulator "
+                                    "(seed 5); again with: commy sim run failover --seed 5 --nodes 3 --duration 14 "
+                                    "--loss 0.1")
+
+
+def test_replay_keeps_the_rows_only_when_stepping(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.commands
+    from commy.cli import build_parser
+
+    kept: list[int] = []
+    real = sim.commands.record
+
+    def spy(*args: object, **kwargs: object) -> object:
+        rec = real(*args, **kwargs)  # type: ignore[arg-type]
+        kept.append(len(rec.trace))
+        return rec
+
+    monkeypatch.setattr(sim.commands, "record", spy)
+    args = ["sim", "replay", "7", "--scenario", "heartbeat-crash", "--color", "never"]
+    plain, stepped = io.StringIO(), io.StringIO()
+    assert cmd_replay(build_parser().parse_args(args), plain) == 0 and kept == []
+    assert cmd_replay(build_parser().parse_args([*args, "--step"]), stepped, ask=lambda _: "c") == 0
+    assert len(kept) == 1 and kept[0] > 300
+    assert value(plain.getvalue(), "trace-hash") == value(stepped.getvalue(), "trace-hash")

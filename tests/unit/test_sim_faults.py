@@ -113,10 +113,21 @@ def test_faults_happen_when_asked_and_the_replay_command_carries_them() -> None:
     assert run("heartbeat-crash", seed=2, faults=FaultPlan.parse(loss=0.03)).trace_hash != rec.result.trace_hash
 
 
-def test_a_restart_the_scenario_already_made_is_skipped() -> None:
-    # heartbeat-restart crashes n3 at 3 s and restarts it at 6 s: our restart at 6.5 s finds it running.
-    result = run("heartbeat-restart", seed=1, faults=FaultPlan.parse(crash=["n3@2s..6.5s"]))
-    assert result.ok, result.violations
+@pytest.mark.parametrize(("crash", "skips"), [
+    ("n3@2s..4s", [(3.0, ("crash", "crashed")), (6.0, ("restart", "running"))]),  # the plan's outage first
+    ("n3@4s..8s", [(4.0, ("crash", "crashed")), (8.0, ("restart", "running"))]),  # the scenario's first
+    ("n3@2s..6.5s", [(3.0, ("crash", "crashed")), (6.5, ("restart", "running"))]),  # they overlap
+])
+def test_a_plan_and_the_scenario_may_crash_and_restart_one_node_in_either_order(
+        crash: str, skips: list[tuple[float, tuple[str, str]]]) -> None:
+    # heartbeat-restart crashes n3 at 3 s and restarts it at 6 s; whichever comes second does nothing, traced.
+    plan = FaultPlan.parse(crash=[crash])
+    rec = record("heartbeat-restart", seed=1, faults=plan)
+    assert rec.result.ok, rec.result.violations
+    skipped = rec.trace.where(actor="sim", event="skip")
+    assert [(round(r["time"], 6), r["detail"]) for r in skipped] == skips and set(skipped.column("node")) == {"n3"}
+    assert [r["event"] for r in fault_table(rec.trace) if r["node"] == "n3"] == ["crash", "restart"]
+    assert run("heartbeat-restart", seed=1, faults=plan).trace_hash == rec.result.trace_hash  # still replayable
 
 
 def test_the_detector_settings_reach_every_monitor_and_every_restarted_one() -> None:

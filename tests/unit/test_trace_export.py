@@ -112,3 +112,31 @@ def test_a_damaged_file_is_refused_with_its_line(tmp_path: Path, edit: object, m
     path.write_text("\n".join(edit(text.splitlines())) + "\n", encoding="utf-8")  # type: ignore[operator]
     with pytest.raises(ValueError, match=message):
         read_trace(path)
+
+
+def test_a_failed_export_leaves_the_old_trace_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import sim.trace_export
+    from commy.cli import main
+
+    path = tmp_path / "run.jsonl"
+    path.write_text("the last good trace\n", encoding="utf-8")
+    assert main(["sim", "export", "heartbeat-crash", "--trace", str(path), "--crash", "n9@1s"]) == 2  # bad option
+    assert path.read_text(encoding="utf-8") == "the last good trace\n"
+
+    def half_then_fail(out: io.StringIO, *args: object, **kwargs: object) -> None:
+        out.write('{"type":"header"}\n')
+        raise RuntimeError("the run broke")
+
+    monkeypatch.setattr(sim.trace_export, "export_run", half_then_fail)
+    assert main(["sim", "export", "heartbeat-crash", "--trace", str(path)]) == 1  # a bug, not a usage error
+    assert "RuntimeError: the run broke" in capsys.readouterr().err
+    assert path.read_text(encoding="utf-8") == "the last good trace\n" and [p.name for p in tmp_path.iterdir()] == [
+        "run.jsonl"]  # and no temporary file left beside it
+    monkeypatch.undo()
+    assert main(["sim", "export", "heartbeat-crash", "--seed", "7", "--trace", str(path)]) == 0
+    assert read_trace(path).trace_hash == run_scenario("heartbeat-crash", seed=7).trace_hash
+    assert [p.name for p in tmp_path.iterdir()] == ["run.jsonl"]
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert path.stat().st_mode == plain.stat().st_mode  # the mode open() gives, not a temporary file's 0600
