@@ -22,7 +22,12 @@ cluster has one host, "local" on 127.0.0.1 with admin port 1900, and every node 
 
     [http]                        the plain-HTTP endpoints on each node's client port
     enabled = true                /health, /metrics, /status and the status page (false: none)
-    public = false                answer clients on other machines too (false: loopback only, 403)
+    public = false                answer clients on other machines too (false: loopback only, 403,
+                                  and only requests whose Host names this machine, 421)
+    token_file = "http.token"     optional: /status and /metrics (not /health, not the page itself)
+                                  then need "Authorization: Bearer <the file's token>" (else 401);
+                                  mode 0600 like the secret file, relative to the config file, at
+                                  least 16 characters of A-Z a-z 0-9 - . _ ~ + / (then = padding)
 
 `read_hosts` and `read_launch` type each value (the first pass of `commy.config`);
 `host_problems` holds the rules between values, run by `ClusterConfig.__post_init__` (the second
@@ -34,9 +39,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from commy.config_read import WILDCARD_HOSTS, Table, format_address, node_id_problem, show
@@ -65,6 +72,8 @@ DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_ADMIN_PORT = 1900
 LAUNCH_KEYS = ("restart_min", "restart_max", "ready_timeout", "orphan_timeout")
 ORPHAN_TIMEOUT_MIN = 5.0  # the director polls every 2 s: a shorter wait would stop healthy nodes
+MIN_TOKEN = 16  # characters of an HTTP bearer token
+TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750's b64token: fits a header and a URL fragment as is
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -92,7 +101,13 @@ class HttpConfig:
     """The node's plain-HTTP endpoints (health, metrics, status, status page) on its client port."""
 
     enabled: bool = True  # False: the port answers WebSocket clients only
-    public: bool = False  # False: only loopback clients get answers; others get 403
+    public: bool = False  # False: only loopback clients (403) naming this machine in Host (421) get answers
+    token: str | None = field(default=None, repr=False)  # set: /status and /metrics need it as a bearer token
+
+    def __post_init__(self) -> None:
+        if self.token is not None and (len(self.token) < MIN_TOKEN or not TOKEN.fullmatch(self.token)):
+            raise ValueError(f"http.token: expected at least {MIN_TOKEN} characters of A-Z a-z 0-9 - . _ ~ + / "
+                             "(then = padding)")
 
 
 # --------------------------------------------------------------------------- single values
@@ -171,9 +186,36 @@ def read_http(root: Table) -> HttpConfig:
     """The `[http]` table (defaults when it is left out)."""
     t = root.table("http")
     d = HttpConfig()
-    values = {key: _boolean(t, key, getattr(d, key)) for key in ("enabled", "public")}
+    enabled, public = _boolean(t, "enabled", d.enabled), _boolean(t, "public", d.public)
+    token = _token(t) if "token_file" in t.data else None
+    t.read.add("token_file")
     t.done()
-    return HttpConfig(**values)
+    return HttpConfig(enabled=enabled, public=public, token=token)
+
+
+def _token(t: Table) -> str | None:
+    """The bearer token in the file `token_file` names, checked like the cluster secret's file
+    (never shown in a message)."""
+    if not t.string("token_file"):
+        return None
+    path = t.path("token_file")
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip() if stat.S_ISREG(mode) else None
+    except (OSError, UnicodeDecodeError) as exc:
+        t.fail("token_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+        return None
+    if text is None:
+        t.fail("token_file", f"{path} is not a regular file")
+        return None
+    if os.name == "posix" and mode & 0o077:
+        t.fail("token_file", f"{path} is open to other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
+        return None
+    if len(text) < MIN_TOKEN or not TOKEN.fullmatch(text):
+        t.fail("token_file", f"{path} must hold one token of at least {MIN_TOKEN} characters of A-Z a-z 0-9 "
+                             f"- . _ ~ + / (then = padding), got {len(text)} characters")
+        return None
+    return text
 
 
 def _boolean(t: Table, key: str, default: bool) -> bool:
@@ -249,6 +291,8 @@ def describe_hosts(config: ClusterConfig) -> list[str]:
     """The lines `describe` shows for the HTTP endpoints, the launch settings and each host."""
     la, http = config.launch, config.http
     exposure = "off" if not http.enabled else ("every client" if http.public else "loopback clients only")
+    if http.enabled and http.token is not None:
+        exposure += "; /status and /metrics need the bearer token of [http] token_file"
     lines = [f"  http endpoints (/health, /metrics, /status, /): {exposure}",
              f"  launch: restart a dead node after {la.restart_min:g} s (doubling, at most {la.restart_max:g} s), "
              f"wait {la.ready_timeout:g} s for every node to be ready, a node without its director stops after "

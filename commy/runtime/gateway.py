@@ -20,29 +20,20 @@ per message (see `gateway_conn`). A connection whose queue passes `max_queue` me
 `max_queue_bytes`, or whose socket accepted nothing for `stall_timeout` while data was waiting, is
 aborted at once as `stalled`: a client that does not read costs the others nothing.
 
-Plain HTTP requests that are not WebSocket upgrades get 426 on `/` and 404 elsewhere, unless a
-route registered with `add_http_route(path, fn)` answers them (health checks and the like).
-
-`stats` counts what the client protocol carried for the metrics: messages and bytes in (whole
-messages as received) and out (as queued: frames, or payloads when an extension frames them), and
-every `Error` sent to a client by its code.
+Plain HTTP requests (not upgrades) go to the routes of `add_http_route`, else 426 / 404, and
+`stats` counts messages, payload bytes and `Error`s by code for the metrics: see `gateway_http`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http
-import ipaddress
 import os
 import ssl as ssl_module
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
 from commy.client_codec import FrameError, server_codec
@@ -62,10 +53,9 @@ from commy.messages import (
 )
 from commy.messages.client import UNANSWERED
 from commy.runtime.gateway_conn import HEADS, ClientConnection, frame
+from commy.runtime.gateway_http import GatewayStats, HttpRoute, is_loopback, request_handler
 
 LOG_ACTOR = "gateway"
-HttpRoute = Callable[[ServerConnection, Request], Response | None]
-"""(connection, request) -> a response, or None to go on with the WebSocket handshake."""
 
 CLOSED, STALLED, TOO_LARGE, BAD_FRAMES = "closed", "stalled", "too_large", "too_many_bad_frames"
 SERVER_CLOSING, CLOSED_BY_SERVER, PING_TIMEOUT = "server_closing", "closed_by_server", "ping_timeout"
@@ -97,30 +87,6 @@ class GatewayConfig:
                 raise ValueError(f"gateway.{name} must be a finite number > 0, got {getattr(self, name)!r}")
         if self.compression not in (None, "deflate"):
             raise ValueError(f"gateway.compression must be None or 'deflate', got {self.compression!r}")
-
-
-@dataclass
-class GatewayStats:
-    accepted: int = 0
-    refused: int = 0  # over max_connections, or arriving while closing
-    bad_frames: int = 0
-    stalled: int = 0
-    unroutable: int = 0  # envelopes for a connection that is gone
-    encoded: int = 0  # bodies encoded (an event sent to many connections counts once per form)
-    messages_in: int = 0
-    bytes_in: int = 0
-    messages_out: int = 0  # per connection: an event fanned out to many counts once for each
-    bytes_out: int = 0
-    errors: Counter[str] = field(default_factory=Counter)  # Error messages sent to clients, by code
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _close_text(text: str) -> str:
@@ -166,9 +132,9 @@ class Gateway:
         host, port = self.listen
         self._server = await serve(
             self._handle, host, port, ssl=self.ssl, compression=c.compression, max_size=c.max_frame,
-            process_request=self._process_request, open_timeout=c.open_timeout, close_timeout=c.close_timeout,
-            ping_interval=c.ping_interval, ping_timeout=c.ping_timeout, write_limit=c.write_limit,
-            create_connection=ClientConnection, server_header="commy",
+            process_request=request_handler(self.http_routes, self._admit), open_timeout=c.open_timeout,
+            close_timeout=c.close_timeout, ping_interval=c.ping_interval, ping_timeout=c.ping_timeout,
+            write_limit=c.write_limit, create_connection=ClientConnection, server_header="commy",
         )
         sockname = self._server.sockets[0].getsockname()
         self.listen_address = (sockname[0], sockname[1])
@@ -211,26 +177,16 @@ class Gateway:
 
     # ---- connections
 
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        route = self.http_routes.get(path)
-        if route is not None:
-            response = route(ws, request)
-            if response is not None:
-                return response
-        if "upgrade" not in " ".join(request.headers.get_all("Connection")).lower():
-            if path == "/":
-                return ws.respond(http.HTTPStatus.UPGRADE_REQUIRED, "commy: connect with a WebSocket client\n")
-            return ws.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+    def _admit(self) -> bool:
+        """Room for one more client (a refusal is counted)."""
         if self._closing or len(self.conns) >= self.config.max_connections:
             self.stats.refused += 1
-            return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "commy: too many connections\n")
-        return None
+            return False
+        return True
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = cast(ClientConnection, ws)
-        if self._closing or len(self.conns) >= self.config.max_connections:
-            self.stats.refused += 1
+        if not self._admit():
             conn.early = None
             await conn.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
             return
@@ -408,11 +364,10 @@ class Gateway:
                 framed = HEADS[text][n] + payload if n < 126 else frame(payload, text)
             out.append(framed)
             conn.out_bytes += len(framed)
-            stats.bytes_out += len(framed)
         else:
             out.append((text, payload))
             conn.out_bytes += len(payload)
-            stats.bytes_out += len(payload)
+        stats.bytes_out += len(payload)  # payloads either way, like bytes_in (see gateway_http)
         if not conn.scheduled and not conn.receiving:  # a receiving connection flushes when done
             conn.scheduled = True
             self._dirty.append(conn)

@@ -29,6 +29,7 @@ from commy.core.membership import PeerState
 from commy.core.replica_state import REPLICATOR, STAT_NAMES
 from commy.core.replication import Replicator
 from commy.runtime.node_status import DRAINING, JOINING, SERVING, STOPPING, health, lag_p99_ms, sessions_per_tenant
+from commy.runtime.store_view import HeldServices
 
 if TYPE_CHECKING:
     from commy.runtime.server import RunningServer
@@ -47,10 +48,13 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "commy_sessions": ("gauge", ("tenant",), "Open client sessions per tenant"),
     "commy_tenants": ("gauge", (), "Tenants in the catalog"),
     "commy_services_held": ("gauge", (), "Service files this node holds"),
+    "commy_tenant_indexes_unreadable": ("gauge", (), "Tenants whose store index this node cannot read (logged once)"),
     "commy_messages_received_total": ("counter", ("protocol",), "Messages received, by protocol (client, peer)"),
     "commy_messages_sent_total": ("counter", ("protocol",), "Messages sent, by protocol (client, peer)"),
-    "commy_bytes_received_total": ("counter", ("protocol",), "Bytes received, by protocol"),
-    "commy_bytes_sent_total": ("counter", ("protocol",), "Bytes sent, by protocol"),
+    "commy_bytes_received_total": ("counter", ("protocol",), "Bytes received, by protocol (client: message payloads, "
+                                   "no WebSocket framing, before compression; peer: frames with their 4-byte length)"),
+    "commy_bytes_sent_total": ("counter", ("protocol",), "Bytes sent, by protocol (client: message payloads, "
+                               "no WebSocket framing, before compression; peer: frames with their 4-byte length)"),
     "commy_errors_sent_total": ("counter", ("protocol", "code"), "Error messages sent, by protocol and code"),
     "commy_errors_received_total": ("counter", ("protocol", "code"), "Error messages received from peers, by code"),
     "commy_client_requests_total": ("counter", (), "Client requests served"),
@@ -78,8 +82,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 class NodeCollector(Collector):
     """Builds every family of `METRICS` from a running server's counters (see the module docstring)."""
 
-    def __init__(self, srv: RunningServer) -> None:
+    def __init__(self, srv: RunningServer, held: HeldServices | None = None) -> None:
         self.srv = srv
+        self.held = held or HeldServices(srv)
 
     def _family(self, name: str) -> Any:
         kind, labels, text = METRICS[name]
@@ -113,7 +118,8 @@ class NodeCollector(Collector):
             sessions.add_metric([tenant], n)
         yield sessions
         yield self._single("commy_tenants", len(srv.catalog.tenants()))
-        yield self._single("commy_services_held", sum(len(srv.store.services(t)) for t in srv.store.tenants()))
+        yield self._single("commy_services_held", len(self.held.get()))
+        yield self._single("commy_tenant_indexes_unreadable", len(self.held.unreadable))
         yield from self._wire()
         gw = srv.gateway.stats
         yield self._single("commy_client_requests_total", hub.stats["requests"] if hub is not None else 0)
@@ -196,10 +202,11 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def metrics_registry(srv: RunningServer) -> CollectorRegistry:
-    """A registry of its own for `srv` (the process-wide default one is not used)."""
+def metrics_registry(srv: RunningServer, held: HeldServices | None = None) -> CollectorRegistry:
+    """A registry of its own for `srv` (the process-wide default one is not used); `held` may be
+    shared with `/status` so that both read the store at most once a second between them."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(srv))
+    registry.register(NodeCollector(srv, held))
     return registry
 
 

@@ -1,18 +1,24 @@
 """A running node's vital signs, read on its loop: health, clients, services, replication lag, peers.
 
-Everything here reads the gateway, the store, the catalog and the node's actors as they are at that
-instant, so it must run on the node's own loop (another thread uses
-`asyncio.run_coroutine_threadsafe`); nothing is copied or kept in between.
+Everything here reads the gateway, the catalog and the node's actors as they are at that instant,
+so it must run on the node's own loop (another thread uses `asyncio.run_coroutine_threadsafe`).
+What the store holds comes from a `HeldServices` (read from disk at most once a second); the HTTP
+endpoints also keep the `/status` document they built for a second (`http_endpoints`).
 
 - `snapshot(srv)`: the few numbers `commy status` shows per node (`NodeSnapshot`).
 - `health(srv)`: "serving", or why not -- "joining" while the replicator's clock catches up with
   the peers after a start (writes are refused meanwhile), "draining" once a drain began,
   "stopping" once the gateway closes.
-- `status_document(srv)`: the JSON `/status` serves -- the membership as this node sees it (each
+- `status_document(srv, held)`: the JSON `/status` serves -- the membership as this node sees it (each
   member with its state and last round trip), the tenants, every service of the catalog with the
   nodes that hold it, its rendezvous replicas and the lag of the writes that reach this node for
   it, and the connected clients with their sessions. It names tenants, services, clients and
-  nodes, never a key, token, session id or file path; long lists are cut at `MAX_ROWS`.
+  nodes, never a key, token, session id or file path. Each list is cut at `MAX_ROWS` rows:
+  `totals` gives the full count of each and `truncated` says which were cut;
+  `unreadable_tenants` counts the tenants whose store index could not be read (`HeldServices`).
+  Building it asks the catalog for each tenant's services once and walks the subscription index
+  once (not once per connection), but is still O(tenants x services) in the catalog's own
+  `services(tenant)`: hence the endpoints' one-second cache.
 
 The node-wide lag is the p99 of the last `LAG_WINDOW` remote writes applied here, from the write's
 stamp to its apply (it includes any clock skew between the two nodes); -1 when none arrived.
@@ -20,6 +26,7 @@ stamp to its apply (it includes any clock skew between the two nodes); -1 when n
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -31,6 +38,7 @@ from commy.core.members import MEMBERSHIP, Membership
 from commy.core.placement import rendezvous
 from commy.core.replica_state import REPLICATOR
 from commy.core.replication import Replicator
+from commy.runtime.store_view import HeldServices
 from commy.runtime.wire_meter import p99
 
 if TYPE_CHECKING:
@@ -64,12 +72,12 @@ def lag_p99_ms(replicator: Replicator | None) -> float:
     return round(max(0.0, p99(recent)) * 1000, 2)
 
 
-def snapshot(srv: RunningServer) -> NodeSnapshot:
+def snapshot(srv: RunningServer, held: HeldServices | None = None) -> NodeSnapshot:
     monitor: HeartbeatMonitor | None = _actor(srv, HEARTBEAT, HeartbeatMonitor)
     peers: tuple[tuple[str, str], ...] = ()
     if monitor is not None:
         peers = tuple(sorted((p, v.state.value) for p, v in monitor.table.views.items()))
-    services = sum(1 for t in srv.store.tenants() for _ in srv.store.services(t))
+    services = len((held or HeldServices(srv)).get())
     return NodeSnapshot(srv.node.node_id, len(srv.gateway.conns), services,
                         lag_p99_ms(_actor(srv, REPLICATOR, Replicator)), peers)
 
@@ -121,35 +129,49 @@ def membership(srv: RunningServer) -> list[dict[str, Any]]:
     return rows
 
 
-def services(srv: RunningServer, states: dict[str, str]) -> list[dict[str, Any]]:
-    """Every service of the catalog: who holds it, who should, and the lag of its writes here."""
+def services(srv: RunningServer, states: dict[str, str], catalog: dict[str, list[str]],
+             held: frozenset[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The first `MAX_ROWS` services of `catalog` (tenant -> its services): who holds each, who
+    should, and the lag of its writes here."""
     me = srv.node.node_id
     replicator: Replicator | None = _actor(srv, REPLICATOR, Replicator)
     factor = replicator.config.replication_factor if replicator is not None else 1
     live = [n for n, s in states.items() if s in ("healthy", "suspected")]
-    here = {(t, s) for t in srv.store.tenants() for s in srv.store.services(t)}
     wire = srv.peer_wire
     rows: list[dict[str, Any]] = []
-    for tenant in srv.catalog.tenants():
-        for service in srv.catalog.services(tenant):
+    for tenant, names in catalog.items():
+        for service in names:
+            if len(rows) >= MAX_ROWS:
+                return rows
             key = (tenant, service)
-            holders = {me} if key in here else set()
+            holders = {me} if key in held else set()
             if replicator is not None:
                 holders |= {peer for peer, keys in replicator.holdings.items() if key in keys}
             lag = wire.lag_p99(tenant, service) if wire is not None else None
             rows.append({"tenant": tenant, "service": service, "holders": sorted(holders),
                          "replicas": rendezvous(tenant, service, [me, *live], factor), "lag_ms": _ms(lag)})
-            if len(rows) >= MAX_ROWS:
-                return rows
     return rows
 
 
+def subscription_counts(hub: ClientHub) -> Counter[str]:
+    """How many names each connection is subscribed to (a whole service counts as one), in one walk
+    of the hub's subscription index: O(subscriptions), where asking `names_of` for each connection
+    would walk every subscribed service once per connection."""
+    counts: Counter[str] = Counter()
+    for subs in hub.subs._by_service.values():  # no public walk of the index: see the core's names_of
+        for conn_id, names in subs.items():
+            counts[conn_id] += 1 if names is None else len(names)
+    return counts
+
+
 def clients(srv: RunningServer) -> list[dict[str, Any]]:
-    """The connected clients: where from, for how long, and their sessions (never a credential)."""
+    """The first `MAX_ROWS` connected clients: where from, for how long, and their sessions (never a
+    credential)."""
     hub: ClientHub | None = _actor(srv, CLIENTS, ClientHub)
     if hub is None:
         return []
     now = srv.host.now()
+    subscribed = subscription_counts(hub)
     rows: list[dict[str, Any]] = []
     for conn in islice(hub.conns.values(), MAX_ROWS):
         rows.append({
@@ -158,7 +180,7 @@ def clients(srv: RunningServer) -> list[dict[str, Any]]:
             "sessions": [{"tenant": t, "client": s.client_id, "state": s.state.value}
                          for t, s in sorted(conn.sessions.items())],
             "mapped": [f"{t}/{s}" for t, s in sorted(conn.mapped)],
-            "subscriptions": hub.subs.names_of(conn.conn_id),
+            "subscriptions": subscribed.get(conn.conn_id, 0),
         })
     return rows
 
@@ -174,14 +196,19 @@ def sessions_per_tenant(srv: RunningServer) -> dict[str, int]:
     return counts
 
 
-def status_document(srv: RunningServer) -> dict[str, Any]:
+def status_document(srv: RunningServer, held: HeldServices) -> dict[str, Any]:
     """What `/status` answers (see the module docstring)."""
     members = membership(srv)
     states = {row["node"]: row["state"] for row in members if not row["self"]}
     per_tenant = sessions_per_tenant(srv)
-    tenants = [{"tenant": t, "services": len(srv.catalog.services(t)), "sessions": per_tenant.get(t, 0)}
-               for t in srv.catalog.tenants()[:MAX_ROWS]]
+    names = srv.catalog.tenants()
+    catalog = {t: srv.catalog.services(t) for t in names}  # each tenant asked once: it walks every service
+    tenants = [{"tenant": t, "services": len(catalog[t]), "sessions": per_tenant.get(t, 0)} for t in names[:MAX_ROWS]]
+    service_rows = services(srv, states, catalog, held.get())
+    client_rows = clients(srv)
     hub: ClientHub | None = _actor(srv, CLIENTS, ClientHub)
+    totals = {"tenants": len(names), "services": sum(len(v) for v in catalog.values()),
+              "clients": len(hub.conns) if hub is not None else 0}
     return {
         "node": srv.node.node_id,
         "state": health(srv),
@@ -190,7 +217,11 @@ def status_document(srv: RunningServer) -> dict[str, Any]:
         "replication_lag_p99_ms": lag_p99_ms(_actor(srv, REPLICATOR, Replicator)),
         "membership": members,
         "tenants": tenants,
-        "services": services(srv, states),
-        "clients": clients(srv),
-        "client_count": len(hub.conns) if hub is not None else 0,
+        "services": service_rows,
+        "clients": client_rows,
+        "client_count": totals["clients"],
+        "totals": totals,
+        "truncated": {"tenants": len(tenants) < totals["tenants"], "services": len(service_rows) < totals["services"],
+                      "clients": len(client_rows) < totals["clients"]},
+        "unreadable_tenants": len(held.unreadable),
     }

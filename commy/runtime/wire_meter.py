@@ -9,32 +9,58 @@ its code.
 
 Each `Replicate` that arrives also gives the replication lag of its service: for every write in
 it, the node's clock at arrival minus the write's stamp (its physical milliseconds), kept for the
-last `LAG_WINDOW` writes per service (at most `MAX_SERVICES` services, the least recently written
-forgotten first). It is measured at arrival, so it includes the network and any clock skew between
+last `LAG_WINDOW` writes per service in a `LagWindow` (a fixed ring of C doubles) for at most
+`MAX_SERVICES` services, the least recently written forgotten first: the lag figures take at most
+`MAX_SERVICES * LAG_WINDOW * 8` bytes (1 MiB) plus a small object per service, whatever the
+cluster holds. It is measured at arrival, so it includes the network and any clock skew between
 the nodes, like the replicator's own node-wide figure; a resent write counts again.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Callable
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from commy.codec import Codec
 from commy.core.hlc import millis_of
 from commy.messages import Envelope, Error, Message, Replicate
 
-__all__ = ["LAG_WINDOW", "MAX_SERVICES", "MeteredCodec", "WireCounts", "p99"]
+__all__ = ["LAG_WINDOW", "MAX_SERVICES", "LagWindow", "MeteredCodec", "WireCounts", "p99"]
 
 FRAME_HEADER = 4
-LAG_WINDOW = 200
-MAX_SERVICES = 10_000
+LAG_WINDOW = 128
+MAX_SERVICES = 1024
 
 
-def p99(samples: deque[float] | list[float]) -> float:
+def p99(samples: Iterable[float]) -> float:
     """The 99th percentile (nearest rank) of non-empty `samples`."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+class LagWindow:
+    """The last `size` samples of one service, in a ring of C doubles allocated once."""
+
+    __slots__ = ("_next", "count", "ring")
+
+    def __init__(self, size: int = LAG_WINDOW) -> None:
+        self.ring = array("d", bytes(8 * size))
+        self.count = 0  # samples held (at most size)
+        self._next = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, value: float) -> None:
+        ring = self.ring
+        ring[self._next] = value
+        self._next = (self._next + 1) % len(ring)
+        self.count = min(self.count + 1, len(ring))
+
+    def samples(self) -> array[float]:
+        return self.ring if self.count == len(self.ring) else self.ring[:self.count]
 
 
 @dataclass
@@ -56,7 +82,7 @@ class MeteredCodec(Codec):
         super().__init__()
         self.now = now
         self.counts = WireCounts()
-        self.lag: dict[tuple[str, str], deque[float]] = {}  # (tenant, service) -> seconds, newest last
+        self.lag: dict[tuple[str, str], LagWindow] = {}  # (tenant, service) -> seconds, least recent first
         # The codec's own methods, bound once: these run for every message, and `super()` is a lookup.
         self._encode, self._decode = Codec.encode.__get__(self), Codec.decode.__get__(self)
 
@@ -97,7 +123,7 @@ class MeteredCodec(Codec):
         key = (msg.tenant, msg.service)
         samples = self.lag.pop(key, None)  # re-inserted below: the dict stays in least-recent order
         if samples is None:
-            samples = deque(maxlen=LAG_WINDOW)
+            samples = LagWindow()
             if len(self.lag) >= MAX_SERVICES:
                 del self.lag[next(iter(self.lag))]
         self.lag[key] = samples
@@ -108,4 +134,4 @@ class MeteredCodec(Codec):
     def lag_p99(self, tenant: str, service: str) -> float | None:
         """Seconds: the p99 lag of the service's recent writes from peers, None if none came."""
         samples = self.lag.get((tenant, service))
-        return max(0.0, p99(samples)) if samples else None
+        return max(0.0, p99(samples.samples())) if samples else None

@@ -61,6 +61,18 @@ def status_of(ws_url: str) -> dict[str, Any]:
     return document
 
 
+def fresh_status(ws_url: str, since: float, timeout: float = 10) -> dict[str, Any]:
+    """/status built at `since` (Unix time) or later: a node serves the document it built for a
+    second, so one fetched right after a change may predate it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = status_of(ws_url)
+        if doc["time"] >= since:
+            return doc
+        assert time.monotonic() < deadline, f"{ws_url} kept serving a /status from {doc['time']} (< {since})"
+        time.sleep(0.1)
+
+
 def states(ws_url: str) -> dict[str, str]:
     return {m["node"]: m["state"] for m in status_of(ws_url)["membership"]}
 
@@ -178,7 +190,8 @@ def test_health_metrics_and_status_of_a_three_node_cluster(process_guard: Proces
 
 async def check_status_and_metrics(cluster: LocalCluster, clients: Clients) -> None:
     n1, n2, _ = cluster.urls
-    doc = status_of(n1)
+    since = time.time()
+    doc = fresh_status(n1, since)
     assert doc["node"] == "n1" and doc["state"] == "serving"
     assert [(m["node"], m["state"]) for m in doc["membership"]] == [("n1", "serving"), ("n2", "healthy"),
                                                                     ("n3", "healthy")]
@@ -198,7 +211,7 @@ async def check_status_and_metrics(cluster: LocalCluster, clients: Clients) -> N
     assert wait_for(lambda: any(s["lag_ms"] is not None and s["lag_ms"] >= 0 for s in status_of(other_url)["services"]
                                 if s["service"] == SERVICES[0]), 15)
     assert status_of(other_url)["replication_lag_p99_ms"] >= 0
-    on_n2 = status_of(n2)
+    on_n2 = fresh_status(n2, since)
     assert any(s["client"] == "bob" for c in on_n2["clients"] for s in c["sessions"])
     assert any(c["subscriptions"] == 1 for c in on_n2["clients"])
 

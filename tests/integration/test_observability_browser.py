@@ -196,3 +196,83 @@ def test_the_status_page_shows_a_killed_node_down(tmp_path: Path, process_guard:
     finally:
         clients.stop()
     assert cluster.close() == [], "a node had to be killed at the end"
+
+
+class ServerThread:
+    """One in-process server with a token on its own loop in a thread: two tenants, a service each."""
+
+    def __init__(self, data: Path, token: str) -> None:
+        self.data, self.token = data, token
+        self.url = ""
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, name="status-page-server", daemon=True)
+
+    def _run(self) -> None:
+        from commy.client import AsyncClient
+        from commy.config_hosts import HttpConfig
+        from commy.runtime.server import start_server
+
+        async def main() -> None:
+            srv = await start_server(self.data, ("127.0.0.1", 0), http=HttpConfig(token=self.token))
+            try:
+                assert srv.bootstrap_key is not None
+                async with AsyncClient.connect(srv.url) as admin:
+                    await admin.authenticate("", api_key=srv.bootstrap_key)
+                    for tenant in ("acme", "beta"):
+                        await admin.create_tenant(tenant)
+                        await admin.create_service(tenant, "sensors")
+                self.url, self.loop, self.stop_event = srv.url, asyncio.get_running_loop(), asyncio.Event()
+                self.ready.set()
+                await self.stop_event.wait()
+            finally:
+                await srv.close()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        assert self.ready.wait(60) and self.error is None, self.error
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.loop is not None and self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the server thread did not end"
+        if self.error is not None:
+            raise self.error
+
+
+def test_the_page_sends_its_token_and_shows_cut_lists(tmp_path: Path, process_guard: ProcessGuard,  # noqa: F811
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import commy.runtime.node_status as node_status
+
+    monkeypatch.setattr(node_status, "MAX_ROWS", 1)
+    token = "page-token-0123456789abcdef"
+    with ServerThread(tmp_path / "data", token) as server, \
+            chromium(process_guard, tmp_path / "chromium-profile") as driver:
+        page = http_url(server.url) + "/"
+        driver.get(page)  # type: ignore[attr-defined]
+        wait_page(driver, "/wants a token/.test(document.querySelector('#banner').textContent)"
+                          " && document.querySelector('#banner').classList.contains('show')"
+                          " && document.querySelector('#state').textContent === 'NO TOKEN'", "that it needs a token")
+        driver.get(page + "#token=" + token)  # type: ignore[attr-defined]
+        driver.refresh()  # type: ignore[attr-defined]  # a new fragment alone does not reload the page
+        wait_page(driver, "document.querySelector('#state').textContent === 'SERVING'", "the node with the token")
+        wait_page(driver, "document.querySelector('#services-count').textContent === '(the first 1 of 2)'"
+                          " && document.querySelector('#tenants-count').textContent === '(the first 1 of 2)'",
+                  "that the services and tenants were cut")
+        assert not driver.execute_script(  # type: ignore[attr-defined]
+            "return document.querySelector('#banner').classList.contains('show');")
+        screenshot(driver, "status-page-token")
+        driver.get(page + "#token=not-the-token-0123456789")  # type: ignore[attr-defined]
+        driver.refresh()  # type: ignore[attr-defined]
+        wait_page(driver, "/refused the token/.test(document.querySelector('#banner').textContent)",
+                  "that the token was refused")

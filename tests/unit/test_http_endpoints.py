@@ -29,11 +29,12 @@ from tests.helpers.aio import until
 Reply = tuple[int, dict[str, str], bytes]
 
 
-async def fetch(port: int, path: str, headers: dict[str, str] | None = None) -> Reply:
-    """GET `path` from 127.0.0.1:`port`: (status, headers with lower-case names, body)."""
+async def fetch(port: int, path: str, headers: dict[str, str | None] | None = None) -> Reply:
+    """GET `path` from 127.0.0.1:`port`: (status, headers with lower-case names, body). `headers`
+    may replace the Host header (`127.0.0.1:PORT`) or, with None, leave it out."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
-             *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
+    sent = {"Host": f"127.0.0.1:{port}", "Connection": "close", **(headers or {})}
+    lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in sent.items() if v is not None), "", ""]
     writer.write("\r\n".join(lines).encode())
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 10)

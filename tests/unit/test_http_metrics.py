@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect as ws_connect
 
 from commy.client import AsyncClient, ForbiddenError
 from commy.core.heartbeat import HEARTBEAT, RTT_BUCKETS, HeartbeatConfig, HeartbeatMonitor, RttHistogram
@@ -23,10 +24,11 @@ from commy.messages import (
     ServerStatus,
     WriteRecord,
 )
+from commy.runtime.gateway import GatewayConfig, GatewayStats
 from commy.runtime.loop import run
 from commy.runtime.metrics import CONTENT_TYPE, METRICS
 from commy.runtime.server import start_server
-from commy.runtime.wire_meter import FRAME_HEADER, LAG_WINDOW, MeteredCodec
+from commy.runtime.wire_meter import FRAME_HEADER, LAG_WINDOW, MAX_SERVICES, LagWindow, MeteredCodec
 from tests.helpers.aio import until
 from tests.helpers.fake_context import FakeContext, deliver
 from tests.unit.test_http_endpoints import fetch, port_of
@@ -91,7 +93,8 @@ def test_a_scrape_parses_and_counts_what_the_clients_did(tmp_path: Path) -> None
     assert value(samples, "commy_log_records_total", level="info") >= 1
     # A single server has no peers: no peer protocol, no peer states, no round trips.
     assert not any(labels and dict(labels).get("protocol") == "peer" for _, labels in samples)
-    assert not any(name.startswith(("commy_peer_state{", "commy_heartbeat_rtt")) for name, _ in samples)
+    assert "commy_peer_state" in families and "commy_heartbeat_rtt_seconds" in families  # shown, and empty
+    assert not [name for name, _ in samples if name == "commy_peer_state" or name.startswith("commy_heartbeat_rtt")]
 
 
 def test_the_peer_codec_counts_frames_errors_and_lag_per_service() -> None:
@@ -117,6 +120,49 @@ def test_the_peer_codec_counts_frames_errors_and_lag_per_service() -> None:
                                                                                  ()))))
     assert codec.lag_p99("acme", "sensors") == pytest.approx(0.0, abs=0.002)
     assert len(codec.lag[("acme", "sensors")]) == LAG_WINDOW
+
+
+def test_the_lag_per_service_takes_bounded_memory() -> None:
+    now = 1_800_000_000.0
+    codec = MeteredCodec(lambda: now)
+    a, b = Address("n1", "replicator"), Address("n2", "replicator")
+    write = (WriteRecord("x", b"", (int(now * 1000) << MILLIS_SHIFT) | 2, 0, ""),)
+    for i in range(MAX_SERVICES + 3):
+        codec.decode(codec.encode(Envelope(i + 1, None, a, b, now, Replicate("acme", f"s{i}", write, ()))))
+    assert len(codec.lag) == MAX_SERVICES
+    assert ("acme", "s0") not in codec.lag and ("acme", f"s{MAX_SERVICES + 2}") in codec.lag  # least recent out
+    stored = sum(w.ring.buffer_info()[1] * w.ring.itemsize for w in codec.lag.values())
+    assert stored == MAX_SERVICES * LAG_WINDOW * 8 <= 1 << 20  # fixed rings of doubles, allocated once
+    window = LagWindow(4)
+    for sample in (5.0, 1.0, 2.0, 3.0, 4.0):
+        window.append(sample)
+    assert len(window) == 4 and sorted(window.samples()) == [1.0, 2.0, 3.0, 4.0]  # the oldest went
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_client_bytes_are_payloads_both_ways_with_or_without_an_extension(tmp_path: Path,
+                                                                         compression: str | None) -> None:
+    # Frames the gateway builds itself (no extension) and payloads permessage-deflate frames must
+    # count alike: what the client receives as messages, byte for byte.
+    async def main() -> tuple[int, int, bool, GatewayStats]:
+        srv = await start_server(tmp_path / "data", ("127.0.0.1", 0), gateway=GatewayConfig(compression=compression))
+        try:
+            async with ws_connect(srv.url, compression=compression) as ws:
+                sent = received = 0
+                for frame in (b"\x01", b"not msgpack at all" * 10, bytes(300)):
+                    await ws.send(frame)
+                    sent += len(frame)
+                    reply = await asyncio.wait_for(ws.recv(), 10)
+                    received += len(reply)
+                raw = next(iter(srv.gateway.conns.values())).raw
+                return sent, received, raw, srv.gateway.stats
+        finally:
+            await srv.close()
+
+    sent, received, raw, stats = run(main())
+    assert raw is (compression is None)  # each path really taken
+    assert stats.messages_out == 3 and stats.bytes_out == received
+    assert stats.messages_in == 3 and stats.bytes_in == sent
 
 
 def test_rtt_histogram_buckets_are_cumulative() -> None:

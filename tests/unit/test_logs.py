@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TextIO
 import pytest
 
 from commy.cli import build_parser
+from commy.runtime import logs
 from commy.runtime.local_cluster import write_cluster_files
 from commy.runtime.logs import EventCounts, log_sink_for, text_log_sink
 from commy.runtime.serve import run_serve_cli
@@ -133,3 +135,55 @@ def test_serve_refuses_http_public_with_a_config(tmp_path: Path, capsys: pytest.
     args = build_parser().parse_args(["serve", "--config", str(config), "--node", "n1", "--http-public"])
     assert run_serve_cli(args) == 2
     assert "[http] table" in capsys.readouterr().err
+
+
+def test_a_reader_that_does_not_read_never_blocks_the_sink() -> None:
+    # A pipe nobody reads holds 64 KiB; a sink writing on the caller's thread would block for good
+    # on the first records. Off a terminal the sink only queues: the records beyond the queue are
+    # dropped and counted, and once the reader catches up one record says how many.
+    read_fd, write_fd = os.pipe()
+    stream = open(write_fd, "w", encoding="utf-8", closefd=True)  # closed below
+    reader = open(read_fd, encoding="utf-8", closefd=True)  # closed below
+    try:
+        sink = log_sink_for(stream)
+        writer = next(w for w in logs._WRITERS if w.stream is stream)
+        records = logs.QUEUE_LINES * 3
+        done = threading.Event()
+
+        def flood() -> None:
+            for i in range(records):
+                sink("n1", "hub", "info", "tick", {"i": i, "pad": "x" * 100})
+            done.set()
+
+        threading.Thread(target=flood, daemon=True).start()
+        assert done.wait(60), "the sink blocked on a pipe nobody reads"
+        assert writer.dropped > 0
+        lines: list[str] = []
+        drain = threading.Thread(target=lambda: lines.extend(reader), daemon=True)
+        drain.start()
+        writer.close()
+        stream.close()
+        drain.join(30)
+        assert not drain.is_alive()
+    finally:
+        if not stream.closed:
+            stream.close()
+        reader.close()
+    parsed = [json.loads(line) for line in lines]
+    ticks = [r["i"] for r in parsed if r["event"] == "tick"]
+    notices = [r for r in parsed if r["event"] == "log_records_dropped"]
+    assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)  # in order, none twice
+    assert notices and notices[0]["level"] == "warning"
+    assert len(ticks) + sum(n["dropped"] for n in notices) == records  # every record written or counted
+
+
+def test_close_writes_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with open(path, "w", encoding="utf-8") as stream:
+        sink = log_sink_for(stream)
+        for i in range(500):
+            sink("n1", "hub", "info", "tick", {"i": i})
+        logs.close_log_writers()
+        assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == list(range(500))
+        sink("n1", "hub", "info", "late", {})  # after close: left out, never a crash
+    assert "late" not in path.read_text()
