@@ -44,6 +44,7 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from commy.config_read import WILDCARD_HOSTS, Table, format_address, node_id_problem, show
@@ -65,6 +66,7 @@ __all__ = [
     "read_hosts",
     "read_http",
     "read_launch",
+    "read_token_file",
 ]
 
 DEFAULT_HOST = "local"
@@ -194,27 +196,31 @@ def read_http(root: Table) -> HttpConfig:
 
 
 def _token(t: Table) -> str | None:
-    """The bearer token in the file `token_file` names, checked like the cluster secret's file
-    (never shown in a message)."""
+    """The bearer token in the file `token_file` names (never shown in a message)."""
     if not t.string("token_file"):
         return None
-    path = t.path("token_file")
+    try:
+        return read_token_file(t.path("token_file"))
+    except ValueError as exc:
+        t.fail("token_file", str(exc))
+        return None
+
+
+def read_token_file(path: Path) -> str:
+    """The bearer token held in `path`, checked like the cluster secret's file: a regular file
+    readable by its owner only, one token of at least MIN_TOKEN characters. ValueError says why not."""
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8").strip() if stat.S_ISREG(mode) else None
     except (OSError, UnicodeDecodeError) as exc:
-        t.fail("token_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
-        return None
+        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if text is None:
-        t.fail("token_file", f"{path} is not a regular file")
-        return None
+        raise ValueError(f"{path} is not a regular file")
     if os.name == "posix" and mode & 0o077:
-        t.fail("token_file", f"{path} is open to other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
-        return None
+        raise ValueError(f"{path} is open to other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
     if len(text) < MIN_TOKEN or not TOKEN.fullmatch(text):
-        t.fail("token_file", f"{path} must hold one token of at least {MIN_TOKEN} characters of A-Z a-z 0-9 "
-                             f"- . _ ~ + / (then = padding), got {len(text)} characters")
-        return None
+        raise ValueError(f"{path} must hold one token of at least {MIN_TOKEN} characters of A-Z a-z 0-9 "
+                         f"- . _ ~ + / (then = padding), got {len(text)} characters")
     return text
 
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from commy.config_hosts import HttpConfig
+from commy.config_hosts import HttpConfig, read_token_file
 from commy.core.hub_base import HubConfig
 from commy.runtime.gateway import GatewayConfig
 from commy.runtime.logs import FORMATS, LEVELS, log_sink_for
@@ -111,6 +111,9 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--http-public", action="store_true",
                    help="answer /health, /metrics, /status and the status page for every client, not only "
                         "loopback ones (with --config: [http] public = true)")
+    p.add_argument("--http-token-file", default=None, metavar="PATH",
+                   help="a 0600 file holding a bearer token that /status and /metrics then require "
+                        "(with --config: token_file in its [http] table)")
     p.set_defaults(func=run_serve_cli)
     return p
 
@@ -140,6 +143,8 @@ def run_serve_cli(args: argparse.Namespace) -> int:
         if data.exists() and not data.is_dir():
             raise ValueError(f"--data: not a folder: {data}")
         cluster = _cluster(args)
+        token = _token(args.http_token_file)
+        http = HttpConfig(public=args.http_public, token=token)
     except ValueError as exc:
         print(f"commy serve: error: {exc}", file=sys.stderr)
         return 2
@@ -150,7 +155,16 @@ def run_serve_cli(args: argparse.Namespace) -> int:
         listen = args.listen
     return run(serve(data, listen, tls=tls, gateway=gateway, hub=hub, honeypot=args.honeypot, seed=args.seed,
                      out=sys.stdout, cluster=cluster, node_id=args.node, log_level=args.log_level,
-                     log_format=args.log_format, http=HttpConfig(public=args.http_public)))
+                     log_format=args.log_format, http=http))
+
+
+def _token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return read_token_file(Path(path))
+    except ValueError as exc:
+        raise ValueError(f"--http-token-file: {exc}") from None
 
 
 def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
@@ -175,6 +189,8 @@ def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
                          "and addresses come from the configuration")
     if args.http_public:
         raise ValueError("--http-public does not apply with --config: set public = true in its [http] table")
+    if args.http_token_file:
+        raise ValueError("--http-token-file does not apply with --config: set token_file in its [http] table")
     return config
 
 

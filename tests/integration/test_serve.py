@@ -15,6 +15,8 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -167,6 +169,7 @@ def test_serve_prints_the_url_and_a_first_admin_key_and_stops_cleanly_keeping_wh
     (["--listen", "nowhere"], "--listen"),
     (["--cert", "cert.pem"], "--cert"),
     (["--cert", "missing.pem", "--key", "missing.key"], "--cert"),
+    (["--http-token-file", "missing.token"], "--http-token-file"),
 ])
 def test_bad_flags_are_named_and_exit_2(tmp_path: Path, args: list[str], flag: str) -> None:
     done = subprocess.run([*commy(), "serve", "--data", str(tmp_path / "d"), *args], capture_output=True,
@@ -175,6 +178,31 @@ def test_bad_flags_are_named_and_exit_2(tmp_path: Path, args: list[str], flag: s
     assert flag in done.stderr.decode(), done.stderr
     assert done.stdout == b""
     assert not (tmp_path / "d").exists()
+
+
+def test_http_token_file_guards_status_and_metrics(tmp_path: Path) -> None:
+    token = tmp_path / "http.token"
+    token.write_text("t0ken-" + "x" * 26 + "\n")
+    token.chmod(0o644)
+    refused = subprocess.run([*commy(), "serve", "--data", str(tmp_path / "d"), "--http-token-file", str(token)],
+                             capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and b"open to other users" in refused.stderr, refused.stderr
+    token.chmod(0o600)
+    with serving(tmp_path, "--data", str(tmp_path / "d"), "--http-token-file", str(token)) as server:
+        base = server.wait_for_url().replace("ws://", "http://")
+
+        def get(path: str, auth: str | None = None) -> int:
+            request = urllib.request.Request(base + path, headers={"Authorization": auth} if auth else {})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert get("/health") == 200
+        assert get("/status") == 401 and get("/metrics") == 401
+        assert get("/status", "Bearer wrong-" + "y" * 20) == 401
+        assert get("/status", "Bearer t0ken-" + "x" * 26) == 200 and get("/metrics", "Bearer t0ken-" + "x" * 26) == 200
 
 
 def test_certs_writes_a_pair_that_serve_and_a_trusting_client_accept(tmp_path: Path) -> None:
