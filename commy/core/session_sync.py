@@ -280,9 +280,7 @@ def session_records(hub: HubBase, conn: ClientConn) -> tuple[SessionRecord, ...]
 
 def conn_subscriptions(hub: HubBase, conn_id: str) -> tuple[SubscriptionRecord, ...]:
     """`conn_id`'s subscriptions in the hub's index, sorted."""
-    index = hub.subs._by_service  # (tenant, service) -> conn -> names, None for the whole service
-    return tuple(SubscriptionRecord(t, s, tuple(sorted(names)) if names is not None else ())
-                 for (t, s), subs in sorted(index.items()) if conn_id in subs for names in (subs[conn_id],))
+    return tuple(SubscriptionRecord(t, s, tuple(sorted(names))) for t, s, names in hub.subs.of_conn(conn_id))
 
 
 def session_sync_of(hub: HubBase) -> str | None:

@@ -56,6 +56,19 @@ class SubscriptionIndex:
         return sum(1 if (names := subs[conn_id]) is None else len(names)
                    for subs in self._by_service.values() if conn_id in subs)
 
+    def names_by_conn(self) -> dict[str, int]:
+        """`names_of` for every subscribed connection, in one walk of the index."""
+        counts: dict[str, int] = {}
+        for subs in self._by_service.values():
+            for conn_id, names in subs.items():
+                counts[conn_id] = counts.get(conn_id, 0) + (1 if names is None else len(names))
+        return counts
+
+    def of_conn(self, conn_id: str) -> list[tuple[str, str, frozenset[str]]]:
+        """`conn_id`'s subscriptions as (tenant, service, names), sorted; `ALL` for a whole service."""
+        return sorted((t, s, ALL if (names := subs[conn_id]) is None else frozenset(names))
+                      for (t, s), subs in self._by_service.items() if conn_id in subs)
+
     def is_subscribed(self, conn_id: str, tenant: str, service: str) -> bool:
         return conn_id in self._by_service.get((tenant, service), {})
 

@@ -157,11 +157,7 @@ def subscription_counts(hub: ClientHub) -> Counter[str]:
     """How many names each connection is subscribed to (a whole service counts as one), in one walk
     of the hub's subscription index: O(subscriptions), where asking `names_of` for each connection
     would walk every subscribed service once per connection."""
-    counts: Counter[str] = Counter()
-    for subs in hub.subs._by_service.values():  # no public walk of the index: see the core's names_of
-        for conn_id, names in subs.items():
-            counts[conn_id] += 1 if names is None else len(names)
-    return counts
+    return Counter(hub.subs.names_by_conn())
 
 
 def clients(srv: RunningServer) -> list[dict[str, Any]]:
