@@ -22,7 +22,7 @@ from commy.client.types import CommyClientError, ConnectionLostError, RequestTim
 from commy.messages import Resume, ResumeResponse, ServiceVersions, VariableChanged, VariableVersion
 
 if TYPE_CHECKING:
-    from commy.client.aio import AsyncClient
+    from commy.client.session_client import SessionClient
 
 log = logging.getLogger("commy.client")
 
@@ -30,7 +30,7 @@ WHOLE = ""
 """In a `Resume`'s last_seen, a variable name that says: the whole service is followed."""
 
 
-async def resume(client: AsyncClient, tenant: str, session: Session, subs: list[Subscription]) -> bool:
+async def resume(client: SessionClient, tenant: str, session: Session, subs: list[Subscription]) -> bool:
     """`Resume` the session on `tenant` with what `subs` have seen; on success deliver what they
     missed (in stamp order, each only if newer than what it delivered) and return True. A
     refusal (an old server, a revoked token, a tenant no longer readable) returns False: the

@@ -4,11 +4,12 @@ Every change writes whole records (see `catalog_records`) through `_write`, each
 caller's, which must be newer than the record it replaces, or else the catalog's own Lamport-style
 counter (one past the highest stamp it has seen, merges included). So `records()` from one catalog
 can be `merge`d into another record by record, newest stamp winning, and deletions travel as
-tombstones. A tenant remembers the stamp it was created at; services and grants stamped before it
-belong to a deleted predecessor of the same name and are ignored. `snapshot()` depends on the
-records and the clock only (sorted, no per-instance secret) and `merge_snapshot` takes the higher
-clock too, so two catalogs that merged each other's snapshots hold identical bytes: the cluster's
-catalog sync (`commy.core.catalog_sync`) compares their SHA-256.
+tombstones. `snapshot()` depends on the records and the clock only (sorted, no per-instance
+secret) and `merge_snapshot` takes the higher clock too, so two catalogs that merged each other's
+snapshots hold identical bytes: the cluster's catalog sync (`commy.core.catalog_sync`) compares
+their SHA-256. Tenants, services and grants are `Tenancy`'s (`commy.core.catalog_tenants`): a
+tenant remembers the stamp it was created at, and older services and grants of the same name are
+a deleted predecessor's.
 
 API keys: only a salt and an scrypt hash of the secret are kept. Verifying parses and length-checks
 the string first, spends one KDF even for an unknown or revoked key id (so timing does not tell
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -41,7 +41,6 @@ from commy.core.catalog_records import (
     ServiceRecord,
     TenantRecord,
     check_client_id,
-    check_hook,
     check_record,
     check_token_id,
     derive,
@@ -51,12 +50,10 @@ from commy.core.catalog_records import (
     rank,
     unpack_snapshot,
 )
-from commy.core.permissions import ALL, Permission, effective
+from commy.core.catalog_tenants import Tenancy, check_time
 from commy.errors import BAD_REQUEST, NOT_FOUND, LocalProtocolError, RemoteProtocolError
-from commy.store.names import check_service, check_tenant
 
 Entropy = Callable[[int], bytes]
-NO_PERMISSIONS: frozenset[Permission] = frozenset()
 
 
 def _draw(entropy: Entropy, n: int) -> bytes:
@@ -66,13 +63,9 @@ def _draw(entropy: Entropy, n: int) -> bytes:
     return data
 
 
-def _time(now: float) -> float:
-    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-        raise LocalProtocolError(f"a time must be a finite number, got {now!r}")
-    return float(now)
+class Catalog(Tenancy):
+    """Tenants, services, grants, API keys and revoked tokens; see the module docstring."""
 
-
-class Catalog:
     def __init__(self, *, kdf: KdfParams = KdfParams(), entropy: Entropy = os.urandom, cache_size: int = 1024) -> None:
         self.kdf = kdf
         self._clock = 0
@@ -137,124 +130,6 @@ class Catalog:
             case RevokedTokenRecord():
                 self._tokens[rec.token_id] = rec
 
-    # ---- tenants and services
-
-    def _live_tenant(self, name: str) -> TenantRecord | None:
-        rec = self._tenants.get(name)
-        return rec if rec is not None and not rec.deleted else None
-
-    def _tenant(self, name: str) -> TenantRecord:
-        rec = self._live_tenant(name)
-        if rec is None:
-            raise RemoteProtocolError(f"tenant {name!r} not found", NOT_FOUND)
-        return rec
-
-    def _live_service(self, tenant: TenantRecord, name: str) -> ServiceRecord | None:
-        rec = self._services.get((tenant.name, name))
-        return rec if rec is not None and not rec.deleted and rec.stamp >= tenant.created_stamp else None
-
-    def _grant(self, tenant: TenantRecord, client_id: str) -> frozenset[Permission]:
-        rec = self._grants.get((client_id, tenant.name))
-        return rec.permissions if rec is not None and rec.stamp >= tenant.created_stamp else NO_PERMISSIONS
-
-    def create_tenant(self, name: str, now: float, *, stamp: int | None = None) -> None:
-        check_tenant(name)
-        if self._live_tenant(name) is not None:
-            raise RemoteProtocolError(f"tenant {name!r} already exists", BAD_REQUEST)
-        s = self._stamp(stamp, [self._tenants.get(name)])
-        self._write(TenantRecord(name, _time(now), False, None, s, s))
-
-    def delete_tenant(self, name: str, now: float, *, stamp: int | None = None) -> None:
-        """Delete a tenant with its services and grants (each gets a tombstone)."""
-        tenant = self._tenant(name)
-        services = [s for (t, n), s in self._services.items() if t == name and self._live_service(tenant, n)]
-        grants = [g for (c, t), g in self._grants.items() if t == name and self._grant(tenant, c)]
-        s = self._stamp(stamp, [tenant, *services, *grants])
-        self._write(replace(tenant, deleted=True, auth_hook=None, stamp=s))
-        for svc in services:
-            self._write(replace(svc, deleted=True, stamp=s))
-        for grant in grants:
-            self._write(replace(grant, permissions=NO_PERMISSIONS, stamp=s))
-
-    def has_tenant(self, name: str) -> bool:
-        return self._live_tenant(name) is not None
-
-    def tenants(self) -> list[str]:
-        return sorted(name for name, rec in self._tenants.items() if not rec.deleted)
-
-    def set_auth_hook(self, tenant: str, hook: str | None, now: float, *, stamp: int | None = None) -> None:
-        """Delegate the tenant's authentication to the named hook (None: the catalog's own keys)."""
-        rec = self._tenant(tenant)
-        if hook is not None:
-            check_hook(hook)
-        if hook != rec.auth_hook:
-            self._write(replace(rec, auth_hook=hook, stamp=self._stamp(stamp, [rec])))
-
-    def auth_hook(self, tenant: str) -> str | None:
-        return self._tenant(tenant).auth_hook
-
-    def create_service(self, tenant: str, service: str, now: float, *, stamp: int | None = None) -> None:
-        check_service(service)
-        rec = self._tenant(tenant)
-        if self._live_service(rec, service) is not None:
-            raise RemoteProtocolError(f"service '{tenant}/{service}' already exists", BAD_REQUEST)
-        s = self._stamp(stamp, [rec, self._services.get((tenant, service))])
-        self._write(ServiceRecord(tenant, service, _time(now), False, s))
-
-    def delete_service(self, tenant: str, service: str, now: float, *, stamp: int | None = None) -> None:
-        svc = self._live_service(self._tenant(tenant), service)
-        if svc is None:
-            raise RemoteProtocolError(f"service '{tenant}/{service}' not found", NOT_FOUND)
-        self._write(replace(svc, deleted=True, stamp=self._stamp(stamp, [svc])))
-
-    def has_service(self, tenant: str, service: str) -> bool:
-        rec = self._live_tenant(tenant)
-        return rec is not None and self._live_service(rec, service) is not None
-
-    def services(self, tenant: str) -> list[str]:
-        rec = self._tenant(tenant)
-        return sorted(n for (t, n) in self._services if t == tenant and self._live_service(rec, n))
-
-    # ---- permissions
-
-    def grant(self, client_id: str, tenant: str, perms: frozenset[Permission], now: float, *,
-              stamp: int | None = None) -> frozenset[Permission]:
-        """Add `perms` to what the client holds on the tenant; returns the new (unexpanded) set."""
-        check_client_id(client_id)
-        rec = self._tenant(tenant)
-        held = self._grant(rec, client_id)
-        new = held | perms
-        if new != held:
-            s = self._stamp(stamp, [rec, self._grants.get((client_id, tenant))])
-            self._write(GrantRecord(client_id, tenant, frozenset(new), s))
-        return new
-
-    def revoke(self, client_id: str, tenant: str, perms: frozenset[Permission] | None, now: float, *,
-               stamp: int | None = None) -> frozenset[Permission]:
-        """Remove `perms` (None: all) from the client's grant; returns what was removed.
-
-        Only the stored grant shrinks: revoking VARIABLE_READ from a SERVICE_ADMIN removes nothing
-        it does not hold, and SERVICE_ADMIN still implies it.
-        """
-        rec = self._tenant(tenant)
-        held = self._grant(rec, client_id)
-        removed = held if perms is None else held & perms
-        if removed:
-            s = self._stamp(stamp, [rec, self._grants.get((client_id, tenant))])
-            self._write(GrantRecord(client_id, tenant, held - removed, s))
-        return removed
-
-    def permissions(self, client_id: str, tenant: str) -> frozenset[Permission]:
-        """What the client may do on the tenant: its grant expanded, or everything for a server admin."""
-        if self.is_server_admin(client_id):
-            return ALL
-        rec = self._live_tenant(tenant)
-        return NO_PERMISSIONS if rec is None else effective(self._grant(rec, client_id))
-
-    def clients_of(self, tenant: str) -> list[str]:
-        rec = self._tenant(tenant)
-        return sorted(c for (c, t) in self._grants if t == tenant and self._grant(rec, c))
-
     # ---- API keys
 
     def create_api_key(self, client_id: str, *, server_admin: bool, now: float, entropy: Entropy,
@@ -269,7 +144,7 @@ class Catalog:
             raise LocalProtocolError("entropy keeps returning key ids already in use")
         secret, salt = _draw(entropy, SECRET_BYTES), _draw(entropy, 16)
         rec = ApiKeyRecord(key_id, client_id, salt, derive(secret, salt, self.kdf), self.kdf, bool(server_admin),
-                           _time(now), False, self._stamp(stamp, []))
+                           check_time(now), False, self._stamp(stamp, []))
         self._write(rec)
         return key_id, format_key(key_id, secret)
 
@@ -321,9 +196,9 @@ class Catalog:
     def revoke_token(self, token_id: str, expires_at: float, now: float, *, stamp: int | None = None) -> None:
         """Refuse the token from now on; a token already expired is refused anyway and not stored."""
         check_token_id(token_id)
-        expires_at = _time(expires_at)
+        expires_at = check_time(expires_at)
         old = self._tokens.get(token_id)
-        if expires_at > _time(now) and (old is None or old.expires_at < expires_at):
+        if expires_at > check_time(now) and (old is None or old.expires_at < expires_at):
             self._write(RevokedTokenRecord(token_id, expires_at, self._stamp(stamp, [old])))
 
     def token_revoked(self, token_id: str) -> bool:
@@ -378,7 +253,7 @@ class Catalog:
         return bool(changed) or self._clock != before
 
     def _adopt(self, incoming: list[Record], now: float | None) -> list[Record]:
-        expiry = None if now is None else _time(now)
+        expiry = None if now is None else check_time(now)
         changed: list[Record] = []
         for rec in incoming:
             cur = self._current(rec)

@@ -21,58 +21,45 @@ the gateway, codec and node are measured):
   figure is the server's fan-out, not a thousand client stacks sharing its loop. With the hub they
   are all one client, logged in with the token of the writer's key login (the hub issues a client
   only so many tokens a minute).
+
+The server under test is `wsbench_server`'s; the fan-out receivers are `RawClient`s (`raw_ws_client`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import struct
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import cast
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from commy.client_codec import ClientCodec, client_codec
-from commy.core.actor import Actor, handles
-from commy.core.catalog_records import KdfParams
-from commy.core.node import Node
+from commy.client_codec import client_codec
 from commy.messages import (
     Address,
-    ApiKeyCreated,
     Authenticate,
     AuthenticationResponse,
-    CreateApiKey,
-    CreateTenant,
-    Envelope,
-    Error,
-    Message,
-    NamedValue,
-    SetVariables,
     Subscribe,
     VariableChanged,
     VariablesUpdated,
-    VariableVersion,
     client_address,
 )
-from commy.runtime.asyncio_host import AsyncioHost
-from commy.runtime.gateway import Gateway, GatewayConfig
+from commy.runtime.gateway import GatewayConfig
+from commy.runtime.raw_ws_client import RawClient
+from commy.runtime.wsbench_server import (
+    LOOPBACK,
+    SERVICE,
+    TENANT,
+    TIMEOUT,
+    VALUE,
+    VARIABLE,
+    BenchServer,
+    bench_server,
+    set_request,
+    setup_call,
+    writer_key,
+)
 
-LOOPBACK = "127.0.0.1"
-TIMEOUT = 120.0
-VALUE = bytes(64)
-TENANT, SERVICE, VARIABLE = "bench", "svc", "v"
 _BENCH = Address("bench", "bench")
-
-
-def _set() -> SetVariables:
-    return SetVariables(TENANT, SERVICE, (NamedValue(VARIABLE, VALUE),), "")
 
 
 # --------------------------------------------------------------------------- ceilings
@@ -80,7 +67,7 @@ def _set() -> SetVariables:
 
 async def measure_bare_echo(n: int) -> float:
     """Round trips/s through a bare websockets echo server (the ceiling for set round trips)."""
-    payload = client_codec().encode_binary(1, _set())
+    payload = client_codec().encode_binary(1, set_request())
 
     async def echo(ws: ServerConnection) -> None:
         async for message in ws:
@@ -99,7 +86,7 @@ async def measure_bare_echo(n: int) -> float:
 
 async def measure_bare_one_way(n: int) -> float:
     """Messages/s from a websockets client to a bare server that counts them (pipelined ceiling)."""
-    payload = client_codec().encode_binary(1, _set())
+    payload = client_codec().encode_binary(1, set_request())
     loop = asyncio.get_running_loop()
     done: asyncio.Future[float] = loop.create_future()
 
@@ -120,92 +107,22 @@ async def measure_bare_one_way(n: int) -> float:
             return n / (end - start)
 
 
-# --------------------------------------------------------------------------- a server to measure
-
-
-class _StandIn(Actor):
-    """Answers SetVariables like the hub would (a version per variable), and nothing else."""
-
-    version = 0
-
-    @handles(SetVariables)
-    def _set(self, msg: SetVariables, env: Envelope) -> None:
-        self.version += 1
-        self.ctx.reply(env, VariablesUpdated(msg.tenant, msg.service,
-                                             tuple(VariableVersion(v.name, self.version) for v in msg.variables)))
-
-
-@dataclass
-class _Bench:
-    url: str
-    node: Node
-    gateway: Gateway
-    admin_key: str | None  # the bootstrap key with the real hub; None with the stand-in
-
-
-@asynccontextmanager
-async def _server(hub: bool, config: GatewayConfig | None = None) -> AsyncIterator[_Bench]:
-    if hub:
-        from commy.runtime.server import start_server
-
-        with tempfile.TemporaryDirectory(prefix="commy-wsbench-") as folder:
-            srv = await start_server(folder, (LOOPBACK, 0), gateway=config, kdf=KdfParams(n=16, r=1, p=1))
-            try:
-                yield _Bench(srv.url, srv.node, srv.gateway, srv.bootstrap_key)
-            finally:
-                await srv.close()
-        return
-    loop = asyncio.get_running_loop()
-    host = AsyncioHost(loop)
-    node = Node("bench", host, 1)
-    node.spawn("clients", _StandIn)
-    gateway = Gateway(node, (LOOPBACK, 0), config, loop=loop)
-    host.attach_clients(gateway)
-    await gateway.start()
-    try:
-        yield _Bench(gateway.url, node, gateway, None)
-    finally:
-        await gateway.close()
-        node.stop()
-
-
-async def _call(ws: ClientConnection, codec: ClientCodec, request_id: int, msg: Message) -> Message:
-    await ws.send(codec.encode_binary(request_id, msg))
-    rid, reply = codec.decode_binary(await ws.recv(decode=False))
-    if rid != request_id or isinstance(reply, Error):
-        raise RuntimeError(f"benchmark setup: {type(msg).__name__} got {reply!r}")
-    return reply
-
-
-async def _writer_key(bench: _Bench, scopes: tuple[str, ...] = ("write",)) -> str | None:
-    """With the real hub: create the tenant and a key allowed to write there (None: no auth)."""
-    if bench.admin_key is None:
-        return None
-    codec = client_codec()
-    async with connect(bench.url, compression=None) as ws:
-        await _call(ws, codec, 1, Authenticate("", "api_key", bench.admin_key))
-        await _call(ws, codec, 2, CreateTenant(TENANT))
-        created = await _call(ws, codec, 3, CreateApiKey("bench-client", False, TENANT, scopes))
-        assert isinstance(created, ApiKeyCreated)
-        return created.key
-
-
 # --------------------------------------------------------------------------- set round trips
 
 
 async def measure_set_round_trips(n: int, *, hub: bool = True) -> float:
     """Awaited SetVariables round trips/s over one WebSocket through the gateway."""
     codec = client_codec()
-    async with _server(hub) as bench:
-        key = await _writer_key(bench)
+    async with bench_server(hub) as bench:
+        key = await writer_key(bench)
         async with connect(bench.url, compression=None) as ws:
             if key is not None:
-                await _call(ws, codec, 1, Authenticate(TENANT, "api_key", key))
+                await setup_call(ws, codec, 1, Authenticate(TENANT, "api_key", key))
             encode, decode = codec.encode_binary, codec.decode_binary
             loop = asyncio.get_running_loop()
             start = loop.time()
             for i in range(2, n + 2):
-                await ws.send(encode(i, _set()))
+                await ws.send(encode(i, set_request()))
                 decode(await ws.recv(decode=False))
             return n / (loop.time() - start)
 
@@ -219,12 +136,12 @@ async def measure_pipelined_sets(n: int, *, hub: bool = True) -> float:
     the server's whole path -- decode, checks, the write, the reply -- is inside ours.
     """
     codec = client_codec()
-    async with _server(hub) as bench:
-        key = await _writer_key(bench)
+    async with bench_server(hub) as bench:
+        key = await writer_key(bench)
         async with connect(bench.url, compression=None, max_queue=None) as ws:
             if key is not None:
-                await _call(ws, codec, 1, Authenticate(TENANT, "api_key", key))
-            frames = [codec.encode_binary(i, _set()) for i in range(2, n + 2)]
+                await setup_call(ws, codec, 1, Authenticate(TENANT, "api_key", key))
+            frames = [codec.encode_binary(i, set_request()) for i in range(2, n + 2)]
             replies: list[bytes] = []
 
             async def read_all() -> None:
@@ -250,91 +167,8 @@ async def measure_pipelined_sets(n: int, *, hub: bool = True) -> float:
 # --------------------------------------------------------------------------- fan-out
 
 
-class RawClient(asyncio.Protocol):
-    """A minimal WebSocket client: the handshake, masked (zero key) frames out, a timestamp per frame in."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, host: str) -> None:
-        self.loop = loop
-        self.host = host
-        self.transport: asyncio.Transport | None = None
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.buf = bytearray()
-        self.handshaken = False
-        self.arrivals: list[float] = []
-        self.frames: list[bytes] = []
-        self.wake = asyncio.Event()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(f"GET / HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-
-    def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        buf = self.buf
-        buf += data
-        if not self.handshaken:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.opened.set_exception(ConnectionError(bytes(buf[:64]).decode(errors="replace")))
-                return
-            del buf[:end + 4]
-            self.handshaken = True
-            self.opened.set_result(None)
-        pos = 0
-        while len(buf) - pos >= 2:
-            opcode, size = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
-            head = 2
-            if size == 126:
-                if len(buf) - pos < 4:
-                    break
-                (size,) = struct.unpack_from("!H", buf, pos + 2)
-                head = 4
-            elif size == 127:
-                if len(buf) - pos < 10:
-                    break
-                (size,) = struct.unpack_from("!Q", buf, pos + 2)
-                head = 10
-            if len(buf) - pos < head + size:
-                break
-            if opcode in (1, 2):
-                self.arrivals.append(now)
-                self.frames.append(bytes(buf[pos + head:pos + head + size]))
-            pos += head + size
-        del buf[:pos]
-        self.wake.set()
-
-    def send(self, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            head = bytes((0x82, 0x80 | n))
-        elif n < 65536:
-            head = struct.pack("!BBH", 0x82, 0xFE, n)
-        else:
-            head = struct.pack("!BBQ", 0x82, 0xFF, n)
-        assert self.transport is not None
-        self.transport.write(head + b"\0\0\0\0" + payload)  # a zero mask leaves the payload as it is
-
-    async def call(self, codec: ClientCodec, request_id: int, msg: Message) -> Message:
-        seen = len(self.frames)
-        self.send(codec.encode_binary(request_id, msg))
-        while len(self.frames) == seen:
-            self.wake.clear()
-            await asyncio.wait_for(self.wake.wait(), 10.0)
-        _, reply = codec.decode_binary(self.frames[seen])
-        if isinstance(reply, Error):
-            raise RuntimeError(f"benchmark setup: {type(msg).__name__} got {reply!r}")
-        return reply
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-
-async def _open_raw(bench: _Bench, count: int) -> list[RawClient]:
+async def _open_raw(bench: BenchServer, count: int) -> list[RawClient]:
     loop = asyncio.get_running_loop()
     host, port = bench.gateway.listen_address or (LOOPBACK, 0)
     clients: list[RawClient] = []
@@ -356,8 +190,8 @@ async def measure_fanout_p99(clients: int = 1000, rounds: int = 20, *, hub: bool
     loop = asyncio.get_running_loop()
     codec = client_codec()
     config = GatewayConfig(max_connections=max(clients + 16, 10_000))
-    async with _server(hub, config) as bench:
-        key = await _writer_key(bench)
+    async with bench_server(hub, config) as bench:
+        key = await writer_key(bench)
         receivers = await _open_raw(bench, clients)
         writer: RawClient | None = None
         try:
@@ -368,7 +202,7 @@ async def measure_fanout_p99(clients: int = 1000, rounds: int = 20, *, hub: bool
                 writer = (await _open_raw(bench, 1))[0]
                 login = await writer.call(codec, 1, Authenticate(TENANT, "api_key", key))
                 assert isinstance(login, AuthenticationResponse)
-                await writer.call(codec, 2, _set())  # creates the service
+                await writer.call(codec, 2, set_request())  # creates the service
                 for c in receivers:  # one client on many connections: its token, not a new one each
                     await c.call(codec, 1, Authenticate(TENANT, "token", login.token))
                     await c.call(codec, 2, Subscribe(TENANT, SERVICE, (VARIABLE,)))
@@ -379,7 +213,7 @@ async def measure_fanout_p99(clients: int = 1000, rounds: int = 20, *, hub: bool
                 marks = [len(c.arrivals) for c in receivers]
                 start = time.perf_counter()
                 if writer is not None:
-                    writer.send(codec.encode_binary(r + 3, _set()))
+                    writer.send(codec.encode_binary(r + 3, set_request()))
                 else:
                     change = VariableChanged(TENANT, SERVICE, VARIABLE, VALUE, r + 1, "bench-writer")
                     for to in targets:

@@ -17,7 +17,7 @@ Creating a variable, moving a value that outgrew its capacity, growing the file 
 table all happen under the exclusive header lock (taken before any entry lock, never after, so
 locks are always ordered header then entry). Growing bumps the generation after the new size is
 in place; every other mapping notices the new generation on its next operation, remaps and
-rebuilds its slots. Moving the table also holds every entry lock (one byte-range call) so no write
+rebuilds its slots (`file_view.py`). Moving the table also holds every entry lock (one byte-range call) so no write
 is half done while entries are copied. All OS locking and closing happens under the process lock
 shared by every ServiceFile of this file in this process (see `locks.py`), and every map made is
 kept until `close`: freeing one closes CPython's dup of the descriptor, which with classic POSIX
@@ -36,28 +36,19 @@ from pathlib import Path
 from types import TracebackType
 
 from commy.errors import BAD_REQUEST, TOO_LARGE, LocalProtocolError, RemoteProtocolError
+from commy.store.file_view import RETRIES, FileView
 from commy.store.growth import Growth, View
 from commy.store.layout import (
     COUNTER_END,
     COUNTER_FIRST,
     COUNTER_STEP,
-    E_CAPACITY,
-    E_LENGTH,
-    E_NAME_LEN,
-    E_OFFSET,
-    E_SEQ,
-    E_STAMP,
     E_VERSION,
-    E_WRITER,
     ENTRIES_SH,
     ENTRIES_UN,
     ENTRY_SIZE,
     ENTRY_WORDS,
-    H_CAP,
-    H_COUNT,
     H_GEN,
     H_SIZE,
-    H_TABLE,
     HEADER_SH,
     HEADER_SIZE,
     HEADER_UN,
@@ -65,20 +56,15 @@ from commy.store.layout import (
     MAX_U64,
     MAX_WRITERS,
     MIN_ALLOC,
-    NAME_BYTES,
     StoreError,
-    check_header,
-    entry_token,
     initial_header,
     page_round,
 )
-from commy.store.locks import LOCK_EX, LOCK_SH, LOCK_UN, SETLKW, process_lock, release_process_lock, setlk
-from commy.store.names import check_variable
+from commy.store.locks import SETLKW, process_lock, release_process_lock, setlk
 from commy.store.stamps import Stamps
 
-__all__ = ["DEFAULT_MAX_VALUE", "Entry", "ServiceFile", "StoreError"]
+__all__ = ["DEFAULT_MAX_VALUE", "RETRIES", "Entry", "ServiceFile", "StoreError"]
 
-RETRIES = 100
 DEFAULT_MAX_VALUE = 16 << 20
 _BINARY = getattr(os, "O_BINARY", 0)
 # What a closed file's view looks like: a tiny header whose generation (0) never matches -1.
@@ -137,12 +123,12 @@ def _write_new_file(path: Path, chunks: list[bytes | memoryview], size: int) -> 
         raise
 
 
-class ServiceFile(Growth, Stamps):
+class ServiceFile(Growth, Stamps, FileView):
     """A mapped service file; see the module docstring. Use `create` or `open`, then `close`."""
 
     MAX_WRITERS = MAX_WRITERS
-    __slots__ = ("__weakref__", "_cap", "_closed", "_count", "_counter", "_fd", "_index", "_maps", "_max_value",
-                 "_names", "_plock", "_stat", "_table_word", "_view", "_writer", "path")
+    # The view and the index are FileView's slots.
+    __slots__ = ("__weakref__", "_closed", "_counter", "_fd", "_max_value", "_plock", "_stat", "_writer", "path")
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -349,148 +335,13 @@ class ServiceFile(Growth, Stamps):
             os.close(self._fd)
         release_process_lock(self._stat)
 
-    # ---- internals: mapping and indexing --------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LocalProtocolError(f"service file {str(self.path)!r} is closed")
-
-    def _corrupt(self, what: str) -> StoreError:
-        return StoreError(f"{self.path}: corrupt service file: {what}")
+    # ---- internals -------------------------------------------------------------------------------
 
     def _refuse(self, n: int, stamp: object) -> None:
         if n > self._max_value:
             raise RemoteProtocolError(f"value of {n} bytes is over the limit of {self._max_value} bytes",
                                       code=TOO_LARGE)
         raise LocalProtocolError(f"stamp must be an int in 0..2**64-1, not {stamp!r}")
-
-    def _drop_maps(self) -> None:
-        """Release every view, then close every map. Needs the process lock.
-
-        Closing a map closes its dup of our descriptor, and closing descriptors (that one, or ours
-        next) drops any classic POSIX lock this process holds on the file: safe only here, where
-        the process lock says no ServiceFile of this file in this process holds one.
-        """
-        maps, self._maps = self._maps, []
-        for m in maps:
-            if isinstance(m, memoryview):
-                try:
-                    m.release()
-                except BufferError:
-                    pass
-        for m in maps:
-            if isinstance(m, mmap.mmap):
-                try:
-                    m.close()
-                except BufferError:  # exported elsewhere still; the GC closes it later
-                    pass
-
-    def _remap(self) -> None:
-        """Map the whole file afresh and rebuild the slots. Needs the process lock and a header lock."""
-        try:
-            mm = mmap.mmap(self._fd, 0)
-        except (ValueError, OSError) as e:
-            raise StoreError(f"{self.path}: not a commy service file (cannot map it: {e})") from None
-        # Kept until close: freeing a map closes the dup of our descriptor that CPython's mmap
-        # holds, and with classic POSIX locks that would drop every lock we hold right now.
-        self._maps.append(mm)
-        size = len(mm)
-        check_header(mm[:HEADER_SIZE], size, self.path)
-        if size % 8:
-            raise StoreError(f"{self.path}: not a commy service file (size {size} is not a multiple of 8)")
-        q = memoryview(mm).cast("Q")
-        self._maps.append(q)
-        self._table_word = q[H_TABLE] // 8
-        self._cap = q[H_CAP]
-        self._names, self._index, self._count = [], {}, 0
-        self._view = (q, mm, {}, {}, q[H_GEN])
-        self._reindex(q[H_COUNT])
-
-    def _refresh(self, header_held: bool = False) -> None:
-        """Catch up with other writers: remap on a new generation, index variables created since."""
-        q, gen = self._view[0], self._view[4]
-        count = q[H_COUNT]
-        if q[H_GEN] != gen:  # read after count: a moved table bumps it before any new entry lands
-            if header_held:
-                self._remap()
-                return
-            fd = self._fd
-            setlk(fd, SETLKW, HEADER_SH)
-            try:
-                self._remap()
-            finally:
-                setlk(fd, SETLKW, HEADER_UN)
-        elif count != self._count:
-            self._reindex(count)
-
-    def _reindex(self, count: int) -> None:
-        """Add slots for entries self._count..count-1 (published, so their names are final)."""
-        if count > self._cap:
-            raise self._corrupt(f"{count} variables in a table of {self._cap}")
-        q, mm, rslots, wslots, _ = self._view
-        for i in range(self._count, count):
-            base = self._table_word + i * ENTRY_WORDS
-            nlen = q[base + E_NAME_LEN]
-            if not 0 < nlen <= NAME_BYTES:
-                raise self._corrupt(f"entry {i} has a name of {nlen} bytes")
-            try:
-                name = mm[base * 8:base * 8 + nlen].decode("utf-8")
-            except UnicodeDecodeError:
-                raise self._corrupt(f"entry {i} has a name that is not UTF-8") from None
-            if name in self._index:
-                raise self._corrupt(f"variable {name!r} appears twice")
-            self._names.append(name)
-            self._index[name] = i
-            rslots[name] = (base + E_SEQ, base + E_OFFSET, base + E_LENGTH)
-            wslots[name] = (base + E_SEQ, base + E_OFFSET, base + E_CAPACITY, base + E_LENGTH, base + E_VERSION,
-                            base + E_WRITER, base + E_STAMP, entry_token(LOCK_EX, i), entry_token(LOCK_UN, i))
-        self._count = count
-
-    # ---- internals: reading ---------------------------------------------------------------------
-
-    def _read_slow(self, name: str) -> tuple[bytes, int, int, int] | None:
-        if type(name) is not str:
-            check_variable(name)
-        with self._plock:
-            self._check_open()
-            self._refresh()
-            i = self._index.get(name)
-            if i is None:
-                check_variable(name)  # a name that cannot exist is refused, not just absent
-                return None
-            return self._read_index(i)
-
-    def _read_index(self, i: int) -> tuple[bytes, int, int, int]:
-        """(value, version, writer, stamp) of entry i, consistent. Needs the process lock."""
-        for _ in range(RETRIES):
-            q, mm, _, _, gen = self._view
-            base = self._table_word + i * ENTRY_WORDS
-            s = q[base + E_SEQ]
-            if not s & 1:
-                o, n = q[base + E_OFFSET], q[base + E_LENGTH]
-                got = (mm[o:o + n], q[base + E_VERSION], q[base + E_WRITER], q[base + E_STAMP])
-                if q[base + E_SEQ] == s and q[H_GEN] == gen:
-                    return got
-            if q[H_GEN] != gen:
-                self._refresh()
-        return self._read_index_locked(i)
-
-    def _read_index_locked(self, i: int) -> tuple[bytes, int, int, int]:
-        """The bounded retries failed: read under a shared lock on the entry, so no writer runs."""
-        fd = self._fd
-        while True:
-            self._refresh()
-            setlk(fd, SETLKW, entry_token(LOCK_SH, i))
-            try:
-                q, mm, _, _, gen = self._view
-                if q[H_GEN] != gen:
-                    continue  # the table may have moved while we waited; remap first
-                base = self._table_word + i * ENTRY_WORDS
-                o, n = q[base + E_OFFSET], q[base + E_LENGTH]
-                # seq may be odd only if a writer died mid-write; what it left is all there is.
-                return (mm[o:o + n], q[base + E_VERSION], q[base + E_WRITER], q[base + E_STAMP])
-            finally:
-                setlk(fd, SETLKW, entry_token(LOCK_UN, i))
 
     def _scan(self, seen: dict[str, int] | None) -> list[Entry]:
         with self._plock:

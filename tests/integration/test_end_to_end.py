@@ -176,6 +176,7 @@ async def scenario(url: str, admin_key: str, log: Path) -> None:
             svc = writer.service("acme", "svc", local=False)
             for _ in range(80):
                 await svc.set("big", big)
+                await next_change(bob, "big")  # bob keeps reading (a 1 s stall timeout drops any laggard)
             deadline = time.monotonic() + DEADLINE
             while '"client_stalled"' not in log.read_text():
                 assert time.monotonic() < deadline, "the stalled client was never dropped"

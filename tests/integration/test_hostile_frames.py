@@ -7,6 +7,7 @@ and JSON, too many bad frames or refused requests, reply forms, and a client tha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -178,7 +179,8 @@ def test_oversize_frames_close_the_connection_and_others_keep_working(tmp_path: 
         ]
         for attack in attacks:
             attacker = login(served.url, "acme", served.admin_key)
-            attack(attacker)
+            with contextlib.suppress(ConnectionClosed):  # the server may close before the last byte is sent
+                attack(attacker)
             assert attacker.closed_by_server() == MESSAGE_TOO_BIG
             good.check()
         good.check(fresh=True)
