@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure against the raw ceilings (DESIGN §9)")
     bench.add_argument("--quick", action="store_true", help="fewer, shorter runs")
     bench.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
-    bench.add_argument("--only", action="append", default=None, help="run only rows whose name contains this")
+    bench.add_argument("--only", action="append", default=None, metavar="KEY",
+                       help="run only a group of rows (repeatable): codec, transport, simulator, local, websocket, "
+                            "cluster-lag, cluster-kill, cluster-sim (a part of a key matches)")
     bench.set_defaults(func=_cmd_bench)
 
     node = sub.add_parser("node", help="run one node (TCP peer transport and heartbeat monitor)")
