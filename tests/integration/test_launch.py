@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -192,4 +194,26 @@ def test_nodes_stop_themselves_when_their_director_dies_and_requests_need_the_se
     gone = commy("status", str(config))
     assert gone.returncode == 1 and "no cluster is launched here" in gone.stderr, gone.stderr
     assert commy("stop", str(config)).returncode == 0
+    assert wait_for(lambda: not launch_guard.leftovers(), 15.0, step=0.1), launch_guard.leftovers()
+
+
+def test_the_readme_commands_on_the_shipped_example(tmp_path: Path, launch_guard: LaunchGuard,  # noqa: F811
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`commy launch | status | stop examples/3-node.toml` as the README shows them (the file copied
+    as is, so its relative data folders land in the test's folder; its fixed ports must be free)."""
+    config = tmp_path / "3-node.toml"
+    shutil.copy(Path(__file__).parents[2] / "examples" / "3-node.toml", config)
+    monkeypatch.setenv("COMMY_CLUSTER_SECRET", secrets.token_urlsafe(32))
+    env = dict(os.environ)
+    launch_guard.config, launch_guard.env = config, env
+    launch_guard.admin_ports = [h.admin_port for h in load_cluster_config(config).hosts]
+    launched = commy("launch", str(config), env=env)
+    launch_guard.watch_systems()
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    shown = commy("status", str(config), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[:3] for line in shown.stdout.splitlines()[2:5]] == [
+        ["n1", "local", "ready"], ["n2", "local", "ready"], ["n3", "local", "ready"]]
+    stopped = commy("stop", str(config), env=env)
+    assert stopped.returncode == 0 and "nodes stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert wait_for(lambda: not launch_guard.leftovers(), 15.0, step=0.1), launch_guard.leftovers()
