@@ -26,7 +26,6 @@ stamp to its apply (it includes any clock skew between the two nodes); -1 when n
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -153,13 +152,6 @@ def services(srv: RunningServer, states: dict[str, str], catalog: dict[str, list
     return rows
 
 
-def subscription_counts(hub: ClientHub) -> Counter[str]:
-    """How many names each connection is subscribed to (a whole service counts as one), in one walk
-    of the hub's subscription index: O(subscriptions), where asking `names_of` for each connection
-    would walk every subscribed service once per connection."""
-    return Counter(hub.subs.names_by_conn())
-
-
 def clients(srv: RunningServer) -> list[dict[str, Any]]:
     """The first `MAX_ROWS` connected clients: where from, for how long, and their sessions (never a
     credential)."""
@@ -167,7 +159,7 @@ def clients(srv: RunningServer) -> list[dict[str, Any]]:
     if hub is None:
         return []
     now = srv.host.now()
-    subscribed = subscription_counts(hub)
+    subscribed = hub.subs.names_by_conn()  # one walk of the index, not one per connection
     rows: list[dict[str, Any]] = []
     for conn in islice(hub.conns.values(), MAX_ROWS):
         rows.append({
